@@ -1,0 +1,1 @@
+"""Typer command modules. Each module exposes `register(app)`; commands stay thin."""
