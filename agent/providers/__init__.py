@@ -1,0 +1,1 @@
+"""Model providers behind one narrow interface (see base.py)."""

@@ -1,0 +1,111 @@
+"""The one interface the agent loop uses for every provider.
+
+    reply = provider.complete(messages, tools, stream_to=sink, **options)
+
+* `messages`: OpenAI chat format dicts: {"role": "system"|"user"|"assistant"|"tool", "content": str,
+  "tool_calls"?: [...], "tool_call_id"?: str, "reasoning_content"?: str}. The loop appends
+  `reply.to_message()` after each turn and one {"role": "tool"} message per tool call.
+* `tools`: OpenAI function schemas ({"type": "function", "function": {name, description,
+  parameters}}); the same tool names reach every provider.
+* `stream_to`: optional sink that receives text / reasoning deltas as they arrive.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    raw_arguments: str
+    arguments: dict[str, Any] | None = None  # None when raw_arguments is not a JSON object
+    parse_error: str | None = None  # why `arguments` is None, phrased for the model
+
+    @classmethod
+    def parse(cls, id: str, name: str, raw_arguments: str) -> ToolCall:
+        raw = raw_arguments or ""
+        try:
+            value = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as exc:
+            return cls(id, name, raw, None, f"arguments are not valid JSON ({exc.msg} at char {exc.pos})")
+        if not isinstance(value, dict):
+            return cls(id, name, raw, None, "arguments must be a JSON object")
+        return cls(id, name, raw, value, None)
+
+    def to_openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.raw_arguments}}
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+            self.output_tokens + other.output_tokens,
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "output_tokens": self.output_tokens,
+        }
+
+
+@dataclass
+class Reply:
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    # Provider-specific extras that must travel with the assistant message in later requests
+    # (e.g. the exact DSML bytes the local engine produced). Keys start with "_" and are
+    # stripped before anything is sent over HTTP.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_message(self) -> dict[str, Any]:
+        """The assistant message to append to the conversation."""
+        msg: dict[str, Any] = {"role": "assistant", "content": self.text}
+        if self.reasoning:
+            msg["reasoning_content"] = self.reasoning
+        if self.tool_calls:
+            msg["tool_calls"] = [c.to_openai() for c in self.tool_calls]
+        msg.update(self.extra)
+        return msg
+
+
+class StreamSink(Protocol):
+    def on_text(self, delta: str) -> None: ...
+    def on_reasoning(self, delta: str) -> None: ...
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str  # "deepseek" | "openai" | "local"
+    model: str
+
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        *,
+        stream_to: StreamSink | None = None,
+        **options: Any,
+    ) -> Reply: ...
+
+    def cost(self, usage: Usage) -> float:
+        """USD for `usage` at this provider's configured prices (0.0 for local)."""
+        ...
+
+    def close(self) -> None: ...
