@@ -7,7 +7,18 @@
   `reply.to_message()` after each turn and one {"role": "tool"} message per tool call.
 * `tools`: OpenAI function schemas ({"type": "function", "function": {name, description,
   parameters}}); the same tool names reach every provider.
-* `stream_to`: optional sink that receives text / reasoning deltas as they arrive.
+* `stream_to`: optional sink that receives text / reasoning deltas as they arrive. A sink may also
+  define `on_retry(message)`: called before a request is retried (after a 429, a 5xx, a dropped
+  or cut stream); text already shown for the failed attempt is discarded, the next attempt
+  streams the answer again from its start.
+* `options` (all optional; None = the configured default): `max_tokens`, `temperature`,
+  `top_p`, `stop`, `seed`, `response_format`, `thinking` (bool: DeepSeek's thinking mode),
+  `reasoning_effort` ("low" | "high" | "max" ...), `extra_body` (dict merged into the request),
+  `stream` (bool). An unknown option is a TypeError.
+
+Errors: every failure is a ProviderError (agent.errors, exit code 5); the subclasses below let
+the loop react (e.g. shrink the context after ContextLengthExceeded). Messages never contain
+the API key.
 """
 
 from __future__ import annotations
@@ -15,6 +26,75 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from agent.errors import ProviderError
+
+COMPLETE_OPTIONS = frozenset(
+    {
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "response_format",
+        "thinking",
+        "reasoning_effort",
+        "extra_body",
+        "stream",
+    }
+)
+
+
+class AuthError(ProviderError):
+    """The server rejected the key (or none was sent). Never retried."""
+
+    status = "auth_error"
+
+
+class RateLimited(ProviderError):
+    """Still rate limited when the retry count or time budget ran out."""
+
+    status = "rate_limited"
+
+
+class ContextLengthExceeded(ProviderError):
+    """The prompt (plus the requested output) does not fit the model's context."""
+
+    status = "context_length_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: int | None = None,
+        requested: int | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        hint: str | None = None,
+    ):
+        super().__init__(message, hint=hint)
+        self.limit = limit
+        self.requested = requested
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+
+
+class StreamInterrupted(ProviderError):
+    """The answer stream stopped before the answer was complete, on every attempt."""
+
+    status = "stream_interrupted"
+
+
+class ProviderUnavailable(ProviderError):
+    """Network failures, timeouts or 5xx answers until the retries ran out."""
+
+    status = "provider_unavailable"
+
+
+class BadRequest(ProviderError):
+    """The server refused the request (4xx other than auth, rate limit and context length)."""
+
+    status = "bad_request"
 
 
 @dataclass
@@ -31,13 +111,19 @@ class ToolCall:
         try:
             value = json.loads(raw) if raw.strip() else {}
         except json.JSONDecodeError as exc:
-            return cls(id, name, raw, None, f"arguments are not valid JSON ({exc.msg} at char {exc.pos})")
+            return cls(
+                id, name, raw, None, f"arguments are not valid JSON ({exc.msg} at char {exc.pos})"
+            )
         if not isinstance(value, dict):
             return cls(id, name, raw, None, "arguments must be a JSON object")
         return cls(id, name, raw, value, None)
 
     def to_openai(self) -> dict[str, Any]:
-        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.raw_arguments}}
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.raw_arguments},
+        }
 
 
 @dataclass

@@ -1,0 +1,686 @@
+"""The OpenAI-compatible chat client: DeepSeek's API, vLLM, SGLang, llama.cpp, Ollama, OpenAI.
+
+    provider = OpenAICompatProvider.from_settings(settings)
+    reply = provider.complete(messages, tools, stream_to=sink, thinking=True)
+
+One request = `POST {base_url}/chat/completions`, streamed (SSE via httpx-sse) with usage in the
+stream. Tool-call deltas are assembled per index (several calls per turn, arguments split across
+chunks, ids and names arriving once). DeepSeek's `reasoning_content` is received, streamed to the
+sink, and sent back on later requests for the turns that made tool calls (the API answers 400
+otherwise); reasoning of turns without tool calls is not sent back (the API ignores it; it only
+costs bandwidth).
+
+Retries are a small explicit loop rather than tenacity: each attempt must restart a stream from
+scratch, Retry-After overrides the backoff, and the total time is bounded, and all three read
+more plainly inline than as tenacity callbacks. Retried: 408/409/425/429/5xx, connect and read
+failures, timeouts, a stream cut mid-answer, a body that is not JSON. Never retried: auth,
+context length, other 4xx.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource
+
+from agent import __version__
+from agent.config import Prices, Secret, Settings
+from agent.errors import ProviderError
+from agent.providers.base import (
+    COMPLETE_OPTIONS,
+    AuthError,
+    BadRequest,
+    ContextLengthExceeded,
+    ProviderUnavailable,
+    RateLimited,
+    Reply,
+    StreamInterrupted,
+    StreamSink,
+    ToolCall,
+    Usage,
+)
+
+log = logging.getLogger("v4code.providers")
+
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 20.0
+
+
+class _Retry(Exception):
+    """One attempt failed in a way worth retrying."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        kind: str = "unavailable",
+        streamed: bool = False,
+    ):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.kind = kind  # "rate_limit" | "unavailable" | "stream"
+        self.streamed = streamed  # part of the answer had already reached the sink
+
+
+@dataclass
+class _CallParts:
+    id: str = ""
+    name: str = ""
+    args: list[str] = field(default_factory=list)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def parse_usage(raw: dict[str, Any] | None) -> Usage:
+    """DeepSeek's prompt_cache_hit_tokens, or OpenAI's prompt_tokens_details.cached_tokens."""
+    if not raw:
+        return Usage()
+    prompt = int(raw.get("prompt_tokens") or 0)
+    output = int(raw.get("completion_tokens") or 0)
+    if raw.get("prompt_cache_hit_tokens") is not None:
+        cached = int(raw["prompt_cache_hit_tokens"])
+        if not prompt:
+            prompt = cached + int(raw.get("prompt_cache_miss_tokens") or 0)
+    else:
+        details = raw.get("prompt_tokens_details") or {}
+        cached = int(details.get("cached_tokens") or 0)
+    return Usage(prompt, min(cached, prompt) if prompt else cached, output)
+
+
+_CTX_LIMIT = re.compile(r"maximum context length is (\d+)")
+_CTX_REQUESTED = re.compile(r"(?:you requested|resulted in) (\d+) tokens")
+_CTX_SPLIT = re.compile(r"\((\d+) in the messages, (\d+) in the completion\)")
+_CTX_WORDS = (
+    "maximum context length",
+    "context length",
+    "context_length_exceeded",
+    "exceed_context_size",
+    "exceeds the available context",
+    "context window",
+    "prompt is too long",
+    "too many tokens",
+)
+
+
+def context_length_error(
+    status: int, message: str, error: dict[str, Any]
+) -> ContextLengthExceeded | None:
+    """Recognise the context-length phrasings of DeepSeek, vLLM/SGLang, OpenAI and llama.cpp."""
+    haystack = f"{message} {error.get('code', '')} {error.get('type', '')}".lower()
+    if status not in (400, 413, 422) or not any(w in haystack for w in _CTX_WORDS):
+        return None
+    limit = requested = prompt = completion = None
+    if m := _CTX_LIMIT.search(message):
+        limit = int(m.group(1))
+    if m := _CTX_REQUESTED.search(message):
+        requested = int(m.group(1))
+    if m := _CTX_SPLIT.search(message):
+        prompt, completion = int(m.group(1)), int(m.group(2))
+    if isinstance(error.get("n_ctx"), int):  # llama.cpp puts the numbers in fields
+        limit = error["n_ctx"]
+    if isinstance(error.get("n_prompt_tokens"), int):
+        prompt = error["n_prompt_tokens"]
+    if prompt is None and requested is not None and completion is None:
+        prompt = requested
+    if requested is None and prompt is not None:
+        requested = prompt + (completion or 0)
+
+    parts = []
+    if requested is not None:
+        detail = (
+            f" ({prompt:,} prompt + {completion:,} output)"
+            if prompt is not None and completion
+            else ""
+        )
+        parts.append(f"{requested:,} tokens requested{detail}")
+    if limit is not None:
+        parts.append(f"the model's limit is {limit:,}")
+    numbers = "; ".join(parts) if parts else "the server gave no token numbers"
+    return ContextLengthExceeded(
+        f"the prompt does not fit the model's context: {numbers} (server said: {message})",
+        limit=limit,
+        requested=requested,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        hint="Lower --budget (or `reserve`/`context_window` in the config) so the packed repository "
+        "leaves room for the conversation and the answer.",
+    )
+
+
+def prepare_messages(
+    messages: list[dict[str, Any]], *, roundtrip_reasoning: bool = True
+) -> list[dict[str, Any]]:
+    """Messages as sent over HTTP: private "_" keys removed; reasoning kept only where required."""
+    out = []
+    for m in messages:
+        msg = {k: v for k, v in m.items() if not k.startswith("_")}
+        if msg.get("role") == "assistant":
+            msg.pop("reasoning", None)
+            if not (roundtrip_reasoning and msg.get("tool_calls") and msg.get("reasoning_content")):
+                msg.pop("reasoning_content", None)
+        out.append(msg)
+    return out
+
+
+def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            into[k] = {**into[k], **v}
+        else:
+            into[k] = v
+
+
+class OpenAICompatProvider:
+    """`Provider` for every OpenAI-compatible chat server (see agent.providers.base)."""
+
+    def __init__(
+        self,
+        *,
+        name: str = "openai",
+        model: str,
+        base_url: str,
+        api_key: Secret | None = None,
+        api_key_env: str | None = None,
+        key_source: str | None = None,
+        key_withheld: str | None = None,
+        prices: Prices | None = None,
+        thinking: bool | None = None,
+        reasoning_effort: str | None = None,
+        max_output_tokens: int | None = None,
+        sampling: dict[str, Any] | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 300.0,
+        max_retries: int = 4,
+        retry_max_time: float = 120.0,
+        stream: bool = True,
+        stream_usage: bool = True,
+        roundtrip_reasoning: bool = True,
+        extra_body: dict[str, Any] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.name = name
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self._key = api_key
+        self.api_key_env = api_key_env
+        self.key_source = key_source
+        self.key_withheld = key_withheld
+        self.prices = prices or Prices(0.0, 0.0, 0.0)
+        self.thinking = thinking
+        self.reasoning_effort = reasoning_effort
+        self.max_output_tokens = max_output_tokens
+        # Configured defaults for temperature / top_p / seed; a complete() option overrides them.
+        self.sampling = {k: v for k, v in (sampling or {}).items() if v is not None}
+        self.max_retries = max_retries
+        self.retry_max_time = retry_max_time
+        self.stream = stream
+        self.stream_usage = stream_usage
+        self.roundtrip_reasoning = roundtrip_reasoning
+        self.extra_body = dict(extra_body or {})
+        self._sleep = sleep
+        self._call_seq = 0
+        self.last_attempts = 0  # attempts the last complete() needed (tests, transcripts)
+        headers = {"User-Agent": f"v4code/{__version__}", "Content-Type": "application/json"}
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(
+                read_timeout,
+                connect=connect_timeout,
+                write=max(60.0, read_timeout),
+                pool=connect_timeout,
+            ),
+            headers=headers,
+            transport=transport,
+            follow_redirects=False,  # a redirect must not carry the key to another host
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> OpenAICompatProvider:
+        provider = settings.provider or "openai"
+        kwargs: dict[str, Any] = dict(
+            name=provider,
+            model=settings.model,
+            base_url=settings.base_url or "",
+            api_key=settings.api_key,
+            api_key_env=settings.api_key_env,
+            key_source=settings.sources.get("api_key"),
+            key_withheld=settings.key_withheld,
+            prices=settings.prices,
+            thinking=settings.thinking,
+            reasoning_effort=settings.reasoning_effort,
+            max_output_tokens=settings.max_output_tokens,
+            sampling={
+                "temperature": settings.temperature,
+                "top_p": settings.top_p,
+                "seed": settings.seed,
+            },
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            max_retries=settings.max_retries,
+            retry_max_time=settings.retry_max_time,
+            stream_usage=settings.stream_usage,
+            extra_body=settings.extra_body,
+        )
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def __repr__(self) -> str:
+        key = self._key.masked() if self._key else None
+        return f"OpenAICompatProvider(name={self.name!r}, model={self.model!r}, base_url={self.base_url!r}, key={key!r})"
+
+    # -- the Provider interface
+    def cost(self, usage: Usage) -> float:
+        return self.prices.cost(usage.input_tokens, usage.cached_input_tokens, usage.output_tokens)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> OpenAICompatProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def build_body(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], **options: Any
+    ) -> dict[str, Any]:
+        """The JSON request body (public so tests and the benchmark can inspect it)."""
+        unknown = set(options) - COMPLETE_OPTIONS
+        if unknown:
+            raise TypeError(
+                f"unknown provider option(s): {sorted(unknown)}; known: {sorted(COMPLETE_OPTIONS)}"
+            )
+        stream = options.get("stream")
+        stream = self.stream if stream is None else bool(stream)
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": prepare_messages(messages, roundtrip_reasoning=self.roundtrip_reasoning),
+            "stream": stream,
+        }
+        if tools:
+            body["tools"] = tools
+        if stream and self.stream_usage:
+            body["stream_options"] = {"include_usage": True}
+        max_tokens = options.get("max_tokens") or self.max_output_tokens
+        if max_tokens:
+            body["max_tokens"] = int(max_tokens)
+        for key in ("temperature", "top_p", "stop", "seed", "response_format"):
+            value = options.get(key)
+            value = self.sampling.get(key) if value is None else value
+            if value is not None:
+                body[key] = value
+        thinking = options.get("thinking")
+        thinking = self.thinking if thinking is None else thinking
+        if thinking is not None:
+            if self.name == "deepseek":
+                body["thinking"] = {"type": "enabled" if thinking else "disabled"}
+            else:  # vLLM / SGLang pass it to DeepSeek-V4's chat template
+                body["chat_template_kwargs"] = {"thinking": bool(thinking)}
+        effort = options.get("reasoning_effort") or self.reasoning_effort
+        if effort:
+            body["reasoning_effort"] = effort
+        _merge(body, self.extra_body)
+        if options.get("extra_body"):
+            _merge(body, options["extra_body"])
+        return body
+
+    def complete(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        *,
+        stream_to: StreamSink | None = None,
+        **options: Any,
+    ) -> Reply:
+        body = self.build_body(messages, tools, **options)
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        return self._with_retries(data, bool(body["stream"]), stream_to)
+
+    # -- retries
+    def _backoff(self, attempt: int) -> float:
+        # Exponential with "equal jitter": never below half the step, so a burst of clients spreads
+        # out without any of them retrying immediately.
+        step = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+        return step / 2 + random.uniform(0, step / 2)
+
+    def _with_retries(self, data: bytes, stream: bool, sink: StreamSink | None) -> Reply:
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            self.last_attempts = attempt
+            try:
+                return self._attempt(data, stream, sink)
+            except _Retry as exc:
+                elapsed = time.monotonic() - started
+                delay = exc.retry_after if exc.retry_after is not None else self._backoff(attempt)
+                if attempt > self.max_retries:
+                    raise self._gave_up(
+                        exc, f"after {attempt} attempts in {elapsed:.1f}s"
+                    ) from None
+                if elapsed + delay > self.retry_max_time:
+                    why = (
+                        f"the server asked to wait {delay:.0f}s"
+                        if exc.retry_after is not None
+                        else f"the next retry would start after {elapsed + delay:.1f}s"
+                    )
+                    raise self._gave_up(
+                        exc,
+                        f"after {attempt} attempt(s): {why}, beyond the retry budget of "
+                        f"{self.retry_max_time:g}s (retry_max_time)",
+                    ) from None
+                note = f"retrying in {delay:.1f}s (attempt {attempt + 1}/{self.max_retries + 1}): {exc.reason}"
+                if exc.streamed:
+                    note += "; the partial answer is discarded and requested again"
+                log.info("%s", note)
+                on_retry = getattr(sink, "on_retry", None)
+                if callable(on_retry):
+                    on_retry(note)
+                self._sleep(delay)
+
+    def _gave_up(self, exc: _Retry, how: str) -> ProviderError:
+        hint = None
+        if exc.kind == "rate_limit":
+            cls: type[ProviderError] = RateLimited
+            hint = "The provider is rate limiting this key; wait and run again, or raise max_retries/retry_max_time."
+        elif exc.kind == "stream":
+            cls = StreamInterrupted
+        else:
+            cls = ProviderUnavailable
+        return cls(f"{self.name} at {self.base_url} failed {how}: {exc.reason}", hint=hint)
+
+    # -- one attempt
+    def _headers(self, stream: bool) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream" if stream else "application/json"}
+        if self._key is not None:
+            headers["Authorization"] = f"Bearer {self._key.reveal()}"
+        return headers
+
+    def _scrub(self, text: str) -> str:
+        if self._key is not None and self._key.reveal() and self._key.reveal() in text:
+            text = text.replace(self._key.reveal(), self._key.masked())
+        return text
+
+    def _attempt(self, data: bytes, stream: bool, sink: StreamSink | None) -> Reply:
+        url = f"{self.base_url}/chat/completions"
+        try:
+            with self._client.stream(
+                "POST", url, content=data, headers=self._headers(stream)
+            ) as resp:
+                if resp.status_code >= 400 or 300 <= resp.status_code < 400:
+                    resp.read()
+                    raise self._http_error(resp)
+                ctype = resp.headers.get("content-type", "")
+                if "text/event-stream" in ctype:
+                    return self._read_stream(resp, sink)
+                resp.read()
+                return self._read_json(resp, sink)
+        except httpx.TimeoutException as exc:
+            what = (
+                "connecting"
+                if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+                else "waiting for data"
+            )
+            raise _Retry(
+                f"timed out {what} ({type(exc).__name__}; connect_timeout/read_timeout)"
+            ) from None
+        except httpx.ConnectError as exc:
+            raise _Retry(
+                f"cannot connect to {self.base_url}: {self._scrub(str(exc)) or type(exc).__name__}"
+                " (is the server running and the URL right?)"
+            ) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise _Retry(
+                f"connection dropped: {self._scrub(str(exc)) or type(exc).__name__}"
+            ) from None
+        except httpx.UnsupportedProtocol:
+            raise ProviderError(
+                f"base URL {self.base_url!r} is not an http:// or https:// URL"
+            ) from None
+        except httpx.HTTPError as exc:  # anything else httpx may raise (decoding, invalid URL)
+            raise ProviderError(
+                f"{self.name} at {self.base_url}: {type(exc).__name__}: {self._scrub(str(exc))}"
+            ) from None
+
+    def _http_error(self, resp: httpx.Response) -> Exception:
+        status = resp.status_code
+        error: dict[str, Any] = {}
+        text = self._scrub(resp.text.strip())
+        try:
+            payload = resp.json()
+        except (ValueError, UnicodeDecodeError):
+            payload = None
+        if isinstance(payload, dict):
+            if isinstance(payload.get("error"), dict):
+                error = payload["error"]
+            elif isinstance(payload.get("error"), str):
+                error = {"message": payload["error"]}
+            elif isinstance(payload.get("detail"), str):
+                error = {"message": payload["detail"]}
+            elif isinstance(payload.get("message"), str):
+                error = {"message": payload["message"]}
+        message = self._scrub(str(error.get("message") or text[:500] or resp.reason_phrase))
+        where = f"{self.name} at {self.base_url}"
+
+        if 300 <= status < 400:
+            return ProviderError(
+                f"{where} answered with a redirect (HTTP {status}) to "
+                f"{resp.headers.get('location', '?')}; set the final URL as the base URL"
+            )
+        if status in (401, 403):
+            return AuthError(
+                f"{where} rejected the request (HTTP {status}: {message})", hint=self._auth_hint()
+            )
+        if status == 402:
+            return ProviderError(
+                f"{where}: payment required (HTTP 402: {message}); top up the account"
+            )
+        ctx = context_length_error(status, message, error)
+        if ctx is not None:
+            return ctx
+        if status in RETRY_STATUSES:
+            return _Retry(
+                f"HTTP {status}: {message}",
+                retry_after=parse_retry_after(resp.headers.get("retry-after")),
+                kind="rate_limit" if status == 429 else "unavailable",
+            )
+        if status == 404:
+            return BadRequest(
+                f"{where}: not found (HTTP 404: {message})",
+                hint=f"Check the base URL (OpenAI-compatible servers usually end in /v1) and the model id {self.model!r}.",
+            )
+        return BadRequest(f"{where} refused the request (HTTP {status}: {message})")
+
+    def _auth_hint(self) -> str:
+        env = self.api_key_env or "the provider's API key variable"
+        if self._key is None:
+            if self.key_withheld:
+                return self.key_withheld
+            return f"No API key was sent: set {env}."
+        return f"The key from {self.key_source or env} ({self._key.masked()}) was rejected: set {env} to a valid key."
+
+    # -- parsing answers
+    def _new_call_id(self) -> str:
+        self._call_seq += 1
+        return f"call_v4code_{self._call_seq}"
+
+    def _read_json(self, resp: httpx.Response, sink: StreamSink | None) -> Reply:
+        try:
+            payload = resp.json()
+            choice = payload["choices"][0]
+            message = choice.get("message") or {}
+        except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError):
+            raise _Retry(
+                f"the server's answer is not a chat completion: {self._scrub(resp.text[:200])!r}"
+            ) from None
+        text = message.get("content") or ""
+        if isinstance(text, list):
+            text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+        reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+        calls = []
+        for c in message.get("tool_calls") or []:
+            fn = c.get("function") or {}
+            args = fn.get("arguments")
+            raw = args if isinstance(args, str) else json.dumps(args if args is not None else {})
+            calls.append(
+                ToolCall.parse(c.get("id") or self._new_call_id(), fn.get("name") or "", raw)
+            )
+        if sink is not None:
+            if reasoning:
+                sink.on_reasoning(reasoning)
+            if text:
+                sink.on_text(text)
+        return Reply(
+            text=text,
+            reasoning=reasoning,
+            tool_calls=calls,
+            finish_reason=choice.get("finish_reason"),
+            usage=parse_usage(payload.get("usage")),
+            model=payload.get("model") or self.model,
+        )
+
+    def _read_stream(self, resp: httpx.Response, sink: StreamSink | None) -> Reply:
+        text: list[str] = []
+        reasoning: list[str] = []
+        calls: dict[int, _CallParts] = {}
+        finish: str | None = None
+        usage_raw: dict[str, Any] | None = None
+        model = self.model
+        done = False
+        streamed = False
+        chunks = 0
+        on_text = getattr(sink, "on_text", None)
+        on_reasoning = getattr(sink, "on_reasoning", None)
+        try:
+            for event in EventSource(resp).iter_sse():
+                data = event.data
+                if not data:
+                    continue
+                if data.strip() == "[DONE]":
+                    done = True
+                    break
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    raise _Retry(
+                        f"the stream carried invalid JSON after {chunks} chunk(s)",
+                        kind="stream",
+                        streamed=streamed,
+                    ) from None
+                chunks += 1
+                if not isinstance(chunk, dict):
+                    continue
+                if chunk.get("error"):
+                    err = chunk["error"]
+                    msg = err.get("message") if isinstance(err, dict) else str(err)
+                    raise _Retry(
+                        f"the server reported an error mid-stream: {self._scrub(str(msg))}",
+                        kind="stream",
+                        streamed=streamed,
+                    )
+                model = chunk.get("model") or model
+                if chunk.get("usage"):
+                    usage_raw = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    piece = delta.get("reasoning_content") or delta.get("reasoning")
+                    if piece:
+                        reasoning.append(piece)
+                        streamed = True
+                        if on_reasoning:
+                            on_reasoning(piece)
+                    piece = delta.get("content")
+                    if piece:
+                        text.append(piece)
+                        streamed = True
+                        if on_text:
+                            on_text(piece)
+                    for tc in delta.get("tool_calls") or []:
+                        self._add_call_delta(calls, tc)
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            if finish is None:
+                raise _Retry(
+                    f"the stream was cut after {chunks} chunk(s) ({type(exc).__name__})",
+                    kind="stream",
+                    streamed=streamed,
+                ) from None
+        except httpx.ReadTimeout:
+            if finish is None:
+                raise _Retry(
+                    f"the stream stalled after {chunks} chunk(s) (read_timeout)",
+                    kind="stream",
+                    streamed=streamed,
+                ) from None
+        if finish is None and not done:
+            raise _Retry(
+                f"the stream ended after {chunks} chunk(s) without finishing the answer",
+                kind="stream",
+                streamed=streamed,
+            )
+        tool_calls = [
+            ToolCall.parse(parts.id or self._new_call_id(), parts.name, "".join(parts.args))
+            for _, parts in sorted(calls.items())
+        ]
+        return Reply(
+            text="".join(text),
+            reasoning="".join(reasoning),
+            tool_calls=tool_calls,
+            finish_reason=finish or "stop",
+            usage=parse_usage(usage_raw),
+            model=model,
+        )
+
+    @staticmethod
+    def _add_call_delta(calls: dict[int, _CallParts], tc: dict[str, Any]) -> None:
+        index = tc.get("index")
+        tc_id = tc.get("id")
+        if not isinstance(index, int):
+            # Servers that omit the index: match by id, else a new id starts a new call, else the last one.
+            match = next((i for i, p in calls.items() if tc_id and p.id == tc_id), None)
+            if match is not None:
+                index = match
+            elif tc_id or not calls:
+                index = len(calls)
+            else:
+                index = max(calls)
+        parts = calls.setdefault(index, _CallParts())
+        if tc_id and not parts.id:
+            parts.id = tc_id
+        fn = tc.get("function") or {}
+        if fn.get("name") and not parts.name:
+            parts.name = fn["name"]
+        args = fn.get("arguments")
+        if isinstance(args, str):
+            parts.args.append(args)
+        elif args is not None:  # a few servers send the arguments as an object
+            parts.args.append(json.dumps(args))
