@@ -1,0 +1,62 @@
+"""The repository as the tools see it: the context engine's file list, and path suggestions.
+
+The ignore rules are the context engine's (`agent.context.RepoFiles`), so `list_files` and
+`search` show the model exactly the files the packed prompt was built from.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path, PurePosixPath
+
+from agent.context import rules
+
+try:
+    from agent.context import RepoFiles
+except ImportError:  # the package may not re-export it yet
+    from agent.context.discovery import RepoFiles
+
+
+def secret_reason(rel: str, data: bytes | None = None) -> str | None:
+    """Why the context engine would keep this file's content from the model (None: it would not).
+
+    The same rules as the packed prompt, so a tool cannot hand the model what packing held back."""
+    reason = rules.secret_name_rule(rel)
+    if reason is None and data is not None and rules.token_config_file(rel):
+        if rules.has_auth_token_line(data.decode("utf-8", errors="replace")):
+            reason = "configuration file with an auth token"
+    return reason
+
+
+def visible_files(root: Path) -> RepoFiles:
+    return RepoFiles(root)
+
+
+def under(paths: list[str], rel: str) -> list[str]:
+    """The paths equal to `rel` or inside the directory `rel` ('.' = everything)."""
+    if rel in (".", ""):
+        return paths
+    prefix = rel.rstrip("/") + "/"
+    return [p for p in paths if p == rel or p.startswith(prefix)]
+
+
+def suggest_paths(root: Path, rel: str, limit: int = 5) -> list[str]:
+    """Existing files the model may have meant: same file name elsewhere, or a close spelling."""
+    paths = visible_files(root).paths()
+    name = PurePosixPath(rel).name
+    same_name = [p for p in paths if PurePosixPath(p).name == name]
+    close = difflib.get_close_matches(rel, paths, n=limit, cutoff=0.6)
+    by_name = {PurePosixPath(p).name: p for p in paths}
+    close_names = difflib.get_close_matches(name, list(by_name), n=limit, cutoff=0.75)
+    ordered = dict.fromkeys(same_name + close + [by_name[n] for n in close_names])
+    return list(ordered)[:limit]
+
+
+def not_found_message(root: Path, rel: str, what: str = "file") -> str:
+    hint = suggest_paths(root, rel)
+    message = f"{what} not found: {rel}"
+    if hint:
+        message += "; did you mean: " + ", ".join(hint) + "?"
+    else:
+        message += "; use list_files to see which files exist"
+    return message
