@@ -1,0 +1,623 @@
+"""Never lose the user's work: snapshots before the first edit, the fix's patch, and `undo`.
+
+Two layers, both written before anything changes:
+
+* A snapshot of the whole working tree (tracked and untracked files, uncommitted changes
+  included, ignored files excluded) as a git commit under `refs/v4code/snapshots/<run>`. It is
+  built with a temporary index, so the user's index, stash and branches are never touched. A
+  directory that is not a git repository gets a shadow git directory in the state directory.
+* A journal of each file the fix touches: its original bytes and mode, copied before the first
+  change (this also covers ignored files, which the snapshot leaves out). Files changed by a
+  model-run command are found by comparing file stats around the command; their originals come
+  from the snapshot.
+
+`undo` restores exactly the journalled files whose state differs from before the fix (deleting
+the files the fix created), and refuses if one of them changed again since the fix ended.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import UsageError, V4CodeError
+from agent.paths import state_dir
+
+SNAPSHOT_REF_PREFIX = "refs/v4code/snapshots/"
+KEEP_SNAPSHOTS = 20
+MUTATING_TOOLS = frozenset({"edit_file", "write_file"})
+
+
+class SnapshotError(V4CodeError):
+    """Git could not record the snapshot (the journal still protects the files tools edit)."""
+
+
+# --- interrupt safety ---------------------------------------------------------------------
+
+
+@contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C (and SIGTERM) until the block ends, so no file is left half-written.
+
+    Only possible in the main thread (signal handlers live there); elsewhere a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:
+            raise KeyboardInterrupt
+
+
+def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write via a temp file in the same directory + rename: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".v4tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, stat.S_IMODE(mode))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# --- git plumbing -------------------------------------------------------------------------
+
+
+def _git(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, input: bytes | None = None
+) -> bytes:
+    full_env = dict(os.environ)
+    full_env.update(
+        {
+            "GIT_AUTHOR_NAME": "v4code",
+            "GIT_AUTHOR_EMAIL": "v4code@localhost",
+            "GIT_COMMITTER_NAME": "v4code",
+            "GIT_COMMITTER_EMAIL": "v4code@localhost",
+            "GIT_TERMINAL_PROMPT": "0",
+        }
+    )
+    full_env.update(env or {})
+    proc = subprocess.run(["git", *args], cwd=cwd, env=full_env, input=input, capture_output=True)
+    if proc.returncode != 0:
+        raise SnapshotError(
+            f"git {' '.join(args[:3])} failed: {proc.stderr.decode(errors='replace').strip()}"
+        )
+    return proc.stdout
+
+
+def git_toplevel(root: Path) -> Path | None:
+    """The work tree root of the git repository containing `root`, or None."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    return Path(out.stdout.strip()).resolve()
+
+
+def repo_key(root: Path) -> str:
+    return hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+
+
+class Snapshot:
+    """The working tree under `root` as a git tree, kept alive by a ref of our own."""
+
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+        top = git_toplevel(self.root)
+        if top is not None:
+            self.env: dict[str, str] = {}
+            self.cwd = self.root
+            git_dir = Path(_git(["rev-parse", "--absolute-git-dir"], self.root).decode().strip())
+            self.index_seed: Path | None = git_dir / "index"
+            self.prefix = self.root.relative_to(top).as_posix()
+            self.shadow = False
+        else:
+            shadow = state_dir() / "shadow" / f"{repo_key(self.root)}.git"
+            if not (shadow / "HEAD").exists():
+                shadow.parent.mkdir(parents=True, exist_ok=True)
+                _git(["init", "-q", "--bare", str(shadow)], self.root)
+            self.env = {"GIT_DIR": str(shadow), "GIT_WORK_TREE": str(self.root)}
+            self.cwd = self.root
+            self.index_seed = shadow / "v4code-index"
+            self.prefix = ""
+            self.shadow = True
+        self.commit: str | None = None
+        self.tree: str | None = None
+        self.ref: str | None = None
+
+    def _rel_to_git(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix and self.prefix != "." else rel
+
+    def capture(self, run_id: str) -> str:
+        """Record the tree and keep it under refs/v4code/snapshots/<run_id>; returns the commit."""
+        with tempfile.TemporaryDirectory(prefix="v4code-index-") as tmp:
+            index = Path(tmp) / "index"
+            if self.index_seed is not None and self.index_seed.exists():
+                # Reusing the index's stat data means only changed files are re-hashed.
+                shutil.copyfile(self.index_seed, index)
+            env = {**self.env, "GIT_INDEX_FILE": str(index)}
+            _git(["add", "-A", "--", "."], self.cwd, env)
+            self.tree = _git(["write-tree"], self.cwd, env).decode().strip()
+            if self.shadow and self.index_seed is not None:
+                shutil.copyfile(index, self.index_seed)
+        parents: list[str] = []
+        head = subprocess.run(
+            ["git", "rev-parse", "--verify", "-q", "HEAD"],
+            cwd=self.cwd,
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+        )
+        if head.returncode == 0 and head.stdout.strip():
+            parents = ["-p", head.stdout.strip()]
+        self.commit = (
+            _git(
+                ["commit-tree", self.tree, *parents, "-m", f"v4code snapshot before fix {run_id}"],
+                self.cwd,
+                self.env,
+            )
+            .decode()
+            .strip()
+        )
+        self.ref = SNAPSHOT_REF_PREFIX + run_id
+        _git(["update-ref", self.ref, self.commit], self.cwd, self.env)
+        self._prune()
+        return self.commit
+
+    def original(self, rel: str) -> tuple[bytes, int] | None:
+        """(bytes, mode) of `rel` in the snapshot, or None when it was not there."""
+        if self.tree is None:
+            return None
+        path = self._rel_to_git(rel)
+        listing = _git(["ls-tree", "-z", self.tree, "--", path], self.cwd, self.env)
+        for entry in listing.split(b"\0"):
+            if not entry:
+                continue
+            meta, _, name = entry.partition(b"\t")
+            mode, kind, sha = meta.decode().split()
+            if kind != "blob" or name.decode(errors="surrogateescape") != path:
+                continue
+            data = _git(["cat-file", "blob", sha], self.cwd, self.env)
+            return data, int(mode, 8) & 0o777 | stat.S_IFREG
+        return None
+
+    def _prune(self) -> None:
+        out = (
+            _git(
+                ["for-each-ref", "--sort=-creatordate", "--format=%(refname)", SNAPSHOT_REF_PREFIX],
+                self.cwd,
+                self.env,
+            )
+            .decode()
+            .split()
+        )
+        for ref in out[KEEP_SNAPSHOTS:]:
+            _git(["update-ref", "-d", ref], self.cwd, self.env)
+
+
+# --- the journal of one fix ---------------------------------------------------------------
+
+
+def undo_dir(root: Path) -> Path:
+    return state_dir() / "undo" / repo_key(root)
+
+
+def _sha(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def _read_state(path: Path) -> tuple[bytes | None, int | None]:
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None, None
+    if not stat.S_ISREG(st.st_mode):
+        return None, None
+    return path.read_bytes(), st.st_mode
+
+
+@dataclass
+class FileChange:
+    path: str  # relative posix path
+    before: bytes | None  # None: did not exist
+    after: bytes | None  # None: deleted
+    before_mode: int | None = None
+    after_mode: int | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.before is None:
+            return "created"
+        if self.after is None:
+            return "deleted"
+        return "modified"
+
+
+@dataclass
+class ChangeTracker:
+    """Watches one fix: journals originals before each change, and lists what changed."""
+
+    root: Path
+    run_id: str
+    snapshot_enabled: bool = True
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    snapshot: Snapshot | None = None
+    snapshot_error: str | None = None
+    _stats: dict[str, tuple[int, int, int]] | None = None
+    _last: dict[str, bytes | None] = field(default_factory=dict)  # content after the latest call
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+        self.dir = undo_dir(self.root) / self.run_id
+        self._started = False
+
+    # The loop calls these around every tool call.
+    def before_tool(self, name: str, args: dict[str, Any] | None) -> None:
+        if name in MUTATING_TOOLS or name == "run_command":
+            self._ensure_started()
+        if name in MUTATING_TOOLS and args:
+            rel = self.safe_rel(args.get("path"))
+            if rel is not None and rel not in self.entries:
+                self._journal_from_disk(rel)
+        elif name == "run_command":
+            self._stats = self._stat_files()
+
+    def after_tool(self, name: str, args: dict[str, Any] | None) -> list[FileChange]:
+        """What this one tool call changed: per path, the content before and after the call."""
+        if name in MUTATING_TOOLS and args:
+            rel = self.safe_rel(args.get("path"))
+            candidates = [rel] if rel is not None and rel in self.entries else []
+        elif name == "run_command" and self._stats is not None:
+            before, after = self._stats, self._stat_files()
+            self._stats = None
+            candidates = sorted(
+                p for p in set(before) | set(after) if before.get(p) != after.get(p)
+            )
+            for rel in candidates:
+                if rel not in self.entries:
+                    self._journal_from_snapshot(rel, existed_before=rel in before)
+        else:
+            return []
+        changes = []
+        for rel in candidates:
+            if self.entries[rel].get("unrestorable"):
+                continue
+            previous = self._last[rel] if rel in self._last else self._before_bytes(rel)
+            current, mode = _read_state(self.root / rel)
+            if current != previous:
+                changes.append(FileChange(rel, previous, current, None, mode))
+            self._last[rel] = current
+        return changes
+
+    def _before_bytes(self, rel: str) -> bytes | None:
+        blob = self.entries[rel].get("blob")
+        return (self.dir / "blobs" / blob).read_bytes() if blob else None
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def safe_rel(self, raw: Any) -> str | None:
+        """`raw` as a normalised path inside the root, or None (the tool will refuse it)."""
+        if (
+            not isinstance(raw, str)
+            or not raw
+            or "\0" in raw
+            or os.path.isabs(raw)
+            or raw.startswith("~")
+        ):
+            return None
+        # The real file is what changes (a symlink inside the repo edits its target).
+        real = os.path.realpath(os.path.join(str(self.root), raw))
+        root = str(self.root)
+        if not real.startswith(root + os.sep):
+            return None
+        rel = Path(os.path.relpath(real, root)).as_posix()
+        if rel == ".git" or rel.startswith(".git/"):
+            return None
+        return rel
+
+    def _ensure_started(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "blobs").mkdir(exist_ok=True)
+        if self.snapshot_enabled:
+            try:
+                self.snapshot = Snapshot(self.root)
+                self.snapshot.capture(self.run_id)
+            except (SnapshotError, OSError) as exc:
+                self.snapshot, self.snapshot_error = None, str(exc)
+        self._save(complete=False)
+        atomic_write(undo_dir(self.root) / "LAST", self.run_id.encode())
+
+    def _journal(self, rel: str, data: bytes | None, mode: int | None) -> None:
+        entry: dict[str, Any] = {"before_exists": data is not None, "before_sha": _sha(data)}
+        if data is not None:
+            blob = self.dir / "blobs" / f"{len(self.entries):05d}"
+            atomic_write(blob, data)
+            entry.update(blob=blob.name, before_mode=mode)
+        else:
+            # Directories the fix creates are removed again by undo, deepest first.
+            created, parent = [], (self.root / rel).parent
+            while parent != self.root and not parent.exists():
+                created.append(parent.relative_to(self.root).as_posix())
+                parent = parent.parent
+            entry["created_dirs"] = created
+        with deferred_interrupt():
+            self.entries[rel] = entry
+            self._save(complete=False)
+
+    def _journal_from_disk(self, rel: str) -> None:
+        data, mode = _read_state(self.root / rel)
+        self._journal(rel, data, mode)
+
+    def _journal_from_snapshot(self, rel: str, *, existed_before: bool) -> None:
+        original = self.snapshot.original(rel) if self.snapshot is not None else None
+        if original is not None:
+            self._journal(rel, *original)
+        elif not existed_before:
+            self._journal(rel, None, None)  # the command created it
+        else:
+            # It existed, but neither the journal nor the snapshot holds its bytes: never guess
+            # (restoring "absent" would delete a user's file).
+            with deferred_interrupt():
+                self.entries[rel] = {"before_exists": None, "unrestorable": True}
+                self._save(complete=False)
+
+    def _stat_files(self) -> dict[str, tuple[int, int, int]]:
+        from agent.context import RepoFiles  # the context engine's ignore rules
+
+        stats: dict[str, tuple[int, int, int]] = {}
+        for rel in RepoFiles(self.root).paths():
+            try:
+                st = (self.root / rel).lstat()
+            except OSError:
+                continue
+            stats[rel] = (st.st_size, st.st_mtime_ns, st.st_ino)
+        # Files journalled earlier stay watched even when the ignore rules skip them.
+        for rel in self.entries:
+            try:
+                st = (self.root / rel).lstat()
+                stats[rel] = (st.st_size, st.st_mtime_ns, st.st_ino)
+            except OSError:
+                pass
+        return stats
+
+    def finalize(self) -> list[FileChange]:
+        """Record the after-state of every journalled file; returns the real changes."""
+        if not self._started:
+            return []
+        changes: list[FileChange] = []
+        with deferred_interrupt():
+            for rel, entry in sorted(self.entries.items()):
+                after, after_mode = _read_state(self.root / rel)
+                entry["after_exists"] = after is not None
+                entry["after_sha"] = _sha(after)
+                entry["after_mode"] = after_mode
+                if entry.get("unrestorable"):
+                    continue
+                before = (
+                    (self.dir / "blobs" / entry["blob"]).read_bytes() if entry.get("blob") else None
+                )
+                same_mode = (
+                    before is None or after is None or entry.get("before_mode") == after_mode
+                )
+                if _sha(before) != _sha(after) or not same_mode:
+                    changes.append(
+                        FileChange(rel, before, after, entry.get("before_mode"), after_mode)
+                    )
+            self._save(complete=True, changed=[c.path for c in changes])
+        return changes
+
+    def unrestorable(self) -> list[str]:
+        return sorted(rel for rel, e in self.entries.items() if e.get("unrestorable"))
+
+    def _save(self, *, complete: bool, changed: list[str] | None = None) -> None:
+        record = {
+            "version": 1,
+            "run_id": self.run_id,
+            "root": str(self.root),
+            "complete": complete,
+            "snapshot": {
+                "commit": self.snapshot.commit,
+                "ref": self.snapshot.ref,
+                "shadow": self.snapshot.shadow,
+            }
+            if self.snapshot and self.snapshot.commit
+            else None,
+            "snapshot_error": self.snapshot_error,
+            "entries": self.entries,
+            "changed": changed,
+        }
+        atomic_write(self.dir / "journal.json", json.dumps(record, indent=1).encode())
+
+
+# --- undo ---------------------------------------------------------------------------------
+
+
+@dataclass
+class UndoResult:
+    run_id: str
+    restored: list[str]
+    deleted: list[str]
+    conflicts: list[str]
+    snapshot_ref: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "command": "undo",
+            "status": "ok",
+            "run_id": self.run_id,
+            "restored": self.restored,
+            "deleted": self.deleted,
+            "forced_over": self.conflicts,
+            "snapshot_ref": self.snapshot_ref,
+            "error": None,
+        }
+
+
+class UndoConflict(UsageError):
+    status = "undo_conflict"
+
+
+def load_last_record(root: Path) -> tuple[Path, dict[str, Any]]:
+    base = undo_dir(root.resolve())
+    try:
+        run_id = (base / "LAST").read_text().strip()
+        record_dir = base / run_id
+        record = json.loads((record_dir / "journal.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        raise UsageError(f"nothing to undo: no fix has changed files in {root}") from None
+    return record_dir, record
+
+
+def undo_last(root: Path, *, force: bool = False) -> UndoResult:
+    """Restore the files the last fix changed, exactly as they were before it."""
+    root = root.resolve()
+    record_dir, record = load_last_record(root)
+    if record.get("undone_at"):
+        raise UsageError(f"nothing to undo: the last fix ({record['run_id']}) was already undone")
+    entries: dict[str, dict[str, Any]] = record["entries"]
+    complete = bool(record.get("complete"))
+    todo, conflicts = [], []
+    for rel, entry in sorted(entries.items()):
+        if entry.get("unrestorable"):
+            continue
+        current = _sha(_read_state(root / rel)[0])
+        if current == entry.get("before_sha"):
+            continue  # already as before the fix
+        todo.append(rel)
+        if not complete or current != entry.get("after_sha"):
+            conflicts.append(rel)
+    if conflicts and not force:
+        why = "changed again since the fix" if complete else "the fix was killed before it ended"
+        raise UndoConflict(
+            f"refusing to undo: {len(conflicts)} file(s) {why}: {', '.join(conflicts)}",
+            hint="Nothing was changed. Re-run with --force to restore them anyway (your later changes "
+            "to those files would be lost).",
+        )
+    restored, deleted = [], []
+    with deferred_interrupt():
+        for rel in todo:
+            entry, path = entries[rel], root / rel
+            if entry.get("before_exists"):
+                atomic_write(
+                    path,
+                    (record_dir / "blobs" / entry["blob"]).read_bytes(),
+                    entry.get("before_mode"),
+                )
+                restored.append(rel)
+            else:
+                if path.is_file() or path.is_symlink():
+                    path.unlink()
+                deleted.append(rel)
+                for d in entry.get("created_dirs", []):
+                    try:
+                        (root / d).rmdir()
+                    except OSError:
+                        break
+        record["undone_at"] = time.time()
+        atomic_write(record_dir / "journal.json", json.dumps(record, indent=1).encode())
+    snap = record.get("snapshot") or {}
+    return UndoResult(
+        record["run_id"], restored, deleted, conflicts if force else [], snap.get("ref")
+    )
+
+
+# --- patches ------------------------------------------------------------------------------
+
+_LINE = re.compile(rb"[^\n]*\n|[^\n]+\Z")
+
+
+def _lines(data: bytes | None) -> list[bytes]:
+    return _LINE.findall(data) if data else []
+
+
+def unified_patch(changes: list[FileChange]) -> str:
+    """A git-style unified diff of `changes` that `git apply` (and `patch -p1`) accepts."""
+    out: list[bytes] = []
+    for ch in sorted(changes, key=lambda c: c.path):
+        a, b = f"a/{ch.path}".encode(), f"b/{ch.path}".encode()
+        out.append(b"diff --git " + a + b" " + b + b"\n")
+        if ch.before is None:
+            out.append(f"new file mode {_git_mode(ch.after_mode)}\n".encode())
+        elif ch.after is None:
+            out.append(f"deleted file mode {_git_mode(ch.before_mode)}\n".encode())
+        elif _git_mode(ch.before_mode) != _git_mode(ch.after_mode):
+            out.append(
+                f"old mode {_git_mode(ch.before_mode)}\nnew mode {_git_mode(ch.after_mode)}\n".encode()
+            )
+        if b"\0" in (ch.before or b"") or b"\0" in (ch.after or b""):
+            out.append(b"Binary files " + a + b" and " + b + b" differ\n")
+            continue
+        if (ch.before or b"") == (ch.after or b""):
+            continue
+        hunks = difflib.diff_bytes(
+            difflib.unified_diff,
+            _lines(ch.before),
+            _lines(ch.after),
+            a if ch.before is not None else b"/dev/null",
+            b if ch.after is not None else b"/dev/null",
+            n=3,
+            lineterm=b"\n",
+        )
+        for line in hunks:
+            out.append(line if line.endswith(b"\n") else line + b"\n\\ No newline at end of file\n")
+    return b"".join(out).decode("utf-8", errors="surrogateescape")
+
+
+def _git_mode(mode: int | None) -> str:
+    return "100755" if mode is not None and mode & 0o111 else "100644"
+
+
+def diffstat(changes: list[FileChange]) -> list[dict[str, Any]]:
+    """Per file: path, kind, lines added and removed."""
+    rows = []
+    for ch in sorted(changes, key=lambda c: c.path):
+        added = removed = 0
+        matcher = difflib.SequenceMatcher(None, _lines(ch.before), _lines(ch.after), autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            if tag != "equal":
+                removed += i2 - i1
+                added += j2 - j1
+        rows.append({"path": ch.path, "kind": ch.kind, "added": added, "removed": removed})
+    return rows
