@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import sys
 import time
-from enum import Enum
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -15,13 +16,13 @@ from agent.errors import ExitCode, V4CodeError
 from agent.output import err_console, print_json
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     text = "text"
     json = "json"
     jsonl = "jsonl"
 
 
-class ProviderName(str, Enum):
+class ProviderName(StrEnum):
     deepseek = "deepseek"
     openai = "openai"
     local = "local"
@@ -29,7 +30,9 @@ class ProviderName(str, Enum):
 
 RepoOpt = Annotated[
     Path,
-    typer.Option("--repo", help="Repository root (default: current directory).", show_default=False),
+    typer.Option(
+        "--repo", help="Repository root (default: current directory).", show_default=False
+    ),
 ]
 BudgetOpt = Annotated[
     int | None,
@@ -46,7 +49,9 @@ OutputFormatOpt = Annotated[
 ]
 ProviderOpt = Annotated[
     ProviderName | None,
-    typer.Option("--provider", help="deepseek | openai | local (default: auto-select).", show_default=False),
+    typer.Option(
+        "--provider", help="deepseek | openai | local (default: auto-select).", show_default=False
+    ),
 ]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Model id.", show_default=False)]
 BaseUrlOpt = Annotated[
@@ -54,7 +59,9 @@ BaseUrlOpt = Annotated[
 ]
 ModelPathOpt = Annotated[
     Path | None,
-    typer.Option("--model-path", help="Local checkpoint directory (provider local).", show_default=False),
+    typer.Option(
+        "--model-path", help="Local checkpoint directory (provider local).", show_default=False
+    ),
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.")]
 
@@ -100,7 +107,13 @@ def run_cli(command: str, output_format: Callable[[], Any] | None = None):
             except Exception as exc:  # noqa: BLE001 - the last line of defence
                 if verbose:
                     err_console().print_exception()
-                _report(command, fmt_value, "error", f"internal error: {type(exc).__name__}: {exc}", started)
+                _report(
+                    command,
+                    fmt_value,
+                    "error",
+                    f"internal error: {type(exc).__name__}: {exc}",
+                    started,
+                )
                 raise typer.Exit(int(ExitCode.INTERNAL)) from None
 
         return wrapper
@@ -109,14 +122,17 @@ def run_cli(command: str, output_format: Callable[[], Any] | None = None):
 
 
 def _report(command: str, fmt: str, status: str, message: str, started: float) -> None:
-    err_console().print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    err_console().print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     if fmt in ("json", "jsonl"):
-        print_json(
-            {
-                "command": command,
-                "status": status,
-                "error": message,
-                "elapsed_s": round(time.monotonic() - started, 3),
-            }
-        )
+        obj = {
+            "command": command,
+            "status": status,
+            "error": message,
+            "elapsed_s": round(time.monotonic() - started, 3),
+        }
+        if fmt == "jsonl":  # the last line of a jsonl stream is always the result event
+            obj = {"event": "result", **obj}
+        print_json(obj)
     sys.stderr.flush()
