@@ -1,0 +1,282 @@
+"""Benchmark `v4code context` against Repomix on the same trees, in the same run.
+
+Trees (built under bench/.work/, which git ignores):
+  stdlib   a git repository of every .py file of the installed standard library (~1,800 files,
+           ~8M V4 tokens)
+  subset   a ~1.5M-token git repository of some of its packages (asyncio, email, json, ...)
+
+For each tree, round after round (interleaved, so load on the machine hits all alike):
+  repomix  `repomix TREE -o OUT` (npm package, installed into bench/.work on first use)
+  cold     `v4code context --repo TREE --output OUT --output-format json` with the per-file
+           cache removed (the tokenizer's own rank cache, built once per install, stays)
+  warm     the same command again (cache hit)
+Wall time of the whole command is measured (Python start-up and imports count). The table shows
+medians and the ratios Repomix/v4code. `--secrets` instead compares our secret rules with
+detect-secrets on the stdlib tree (files flagged, seconds).
+
+    python bench/pack.py                    # both trees, 5 rounds
+    python bench/pack.py --runs 3 --trees subset
+    python bench/pack.py --secrets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / ".work"
+REPOMIX_VERSION = "1.18.1"
+SUBSET = (
+    "asyncio",
+    "email",
+    "json",
+    "http",
+    "urllib",
+    "unittest",
+    "logging",
+    "concurrent",
+    "importlib",
+    "xml",
+    "multiprocessing",
+    "collections",
+    "idlelib",
+    "test/test_asyncio",
+    "test/test_email",
+    "test/test_json",
+)
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@v4code.invalid",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@v4code.invalid",
+    "GIT_AUTHOR_DATE": "1700000000 +0000",
+    "GIT_COMMITTER_DATE": "1700000000 +0000",
+}
+
+
+def stdlib_dir() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def _git_repo(root: Path, files: list[tuple[Path, Path]]) -> None:
+    if root.exists():
+        shutil.rmtree(root)
+    for src, rel in files:
+        dst = root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    env = dict(os.environ, **GIT_ENV)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "tree"]):
+        subprocess.run(["git", *args], cwd=root, check=True, env=env, capture_output=True)
+
+
+def build_trees() -> dict[str, Path]:
+    lib = stdlib_dir()
+    every = sorted(
+        p
+        for p in lib.rglob("*.py")
+        if "site-packages" not in p.parts and "__pycache__" not in p.parts
+    )
+    trees = {"stdlib": WORK / "stdlib", "subset": WORK / "subset"}
+    stamp = WORK / f"trees-{sys.version_info.major}.{sys.version_info.minor}.ok"
+    if not stamp.exists() or not all((t / ".git").is_dir() for t in trees.values()):
+        _git_repo(trees["stdlib"], [(p, p.relative_to(lib)) for p in every])
+        chosen = [
+            p for p in every if any(str(p.relative_to(lib)).startswith(d + "/") for d in SUBSET)
+        ]
+        _git_repo(trees["subset"], [(p, p.relative_to(lib)) for p in chosen])
+        stamp.write_text("ok\n")
+    return trees
+
+
+def repomix_bin() -> Path | None:
+    binary = WORK / "node_modules" / ".bin" / "repomix"
+    if not binary.exists():
+        if shutil.which("npm") is None:
+            return None
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", f"repomix@{REPOMIX_VERSION}"],
+            cwd=WORK,
+            check=True,
+            capture_output=True,
+        )
+    return binary
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of the child and its threads/children, stdout). CPU time is
+    the steadier figure on a shared machine: other people's load stretches wall time only."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu, proc.stdout
+
+
+def bench_tree(
+    name: str, tree: Path, runs: int, repomix: Path | None, cache_home: Path
+) -> dict[str, object]:
+    out = Path(tempfile.gettempdir()) / f"v4code-bench-{name}"
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache_home), NO_COLOR="1")
+    v4code = [
+        sys.executable,
+        "-m",
+        "agent.cli",
+        "context",
+        "--repo",
+        str(tree),
+        "--output",
+        f"{out}.xml",
+        "--output-format",
+        "json",
+    ]
+    db = cache_home / "v4code" / "context.sqlite3"
+    times: dict[str, list[float]] = {"repomix": [], "cold": [], "warm": []}
+    cpu: dict[str, list[float]] = {"repomix": [], "cold": [], "warm": []}
+    manifest: dict[str, object] = {}
+
+    def run(kind: str, cmd: list[str], run_env: dict[str, str] | None = None) -> str:
+        elapsed, used, stdout = timed(cmd, run_env)
+        times[kind].append(elapsed)
+        cpu[kind].append(used)
+        return stdout
+
+    for _ in range(runs):
+        if repomix is not None:
+            run("repomix", [str(repomix), str(tree), "-o", f"{out}-repomix.xml", "--quiet"])
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        run("cold", v4code, env)
+        manifest = json.loads(run("warm", v4code, env))
+    files = manifest.get("files", [])
+    return {
+        "tree": name,
+        "files": len(files) if isinstance(files, list) else 0,
+        "tokens_packed": manifest.get("total_tokens"),
+        "median_s": {k: round(statistics.median(v), 3) for k, v in times.items() if v},
+        "median_cpu_s": {k: round(statistics.median(v), 3) for k, v in cpu.items() if v},
+        "runs_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
+    }
+
+
+def tree_tokens(tree: Path) -> int:
+    """Exact V4 tokens of every file of the tree (what would be packed with no budget)."""
+    from agent.tokenizer import get_tokenizer
+
+    texts = []
+    for path in sorted(tree.rglob("*.py")):
+        try:
+            texts.append(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            continue
+    return sum(get_tokenizer().count_many(texts))
+
+
+def secrets_eval(tree: Path) -> None:
+    """Our compiled rules vs detect-secrets (default plugins) on the same files."""
+    from agent.context.secrets import scan
+
+    files = sorted(tree.rglob("*.py"))
+    texts = {}
+    for path in files:
+        try:
+            texts[path] = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+    started = time.perf_counter()
+    ours = {str(p.relative_to(tree)): rule for p, text in texts.items() if (rule := scan(text))}
+    ours_s = time.perf_counter() - started
+    try:
+        from detect_secrets import SecretsCollection
+        from detect_secrets.settings import default_settings
+    except ImportError:
+        print("detect-secrets is not installed")
+        return
+    started = time.perf_counter()
+    found: dict[str, set[str]] = {}
+    with default_settings():
+        collection = SecretsCollection()
+        for path in texts:
+            collection.scan_file(str(path))
+        for filename, secret in collection:
+            found.setdefault(str(Path(filename).relative_to(tree)), set()).add(secret.type)
+    theirs_s = time.perf_counter() - started
+    print(f"{len(texts)} files, {sum(len(t) for t in texts.values()) / 1e6:.1f} MB")
+    print(f"{'scanner':<16}{'files flagged':>14}{'seconds':>10}")
+    print(f"{'v4code rules':<16}{len(ours):>14}{ours_s:>10.2f}")
+    print(f"{'detect-secrets':<16}{len(found):>14}{theirs_s:>10.2f}")
+    kinds: dict[str, int] = {}
+    for types in found.values():
+        for kind in types:
+            kinds[kind] = kinds.get(kind, 0) + 1
+    print(
+        "detect-secrets findings by plugin (files):",
+        json.dumps(dict(sorted(kinds.items(), key=lambda kv: -kv[1]))),
+    )
+    print("v4code findings:", json.dumps(ours))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--trees", default="subset,stdlib")
+    parser.add_argument("--no-repomix", action="store_true")
+    parser.add_argument("--secrets", action="store_true")
+    args = parser.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    trees = build_trees()
+    if args.secrets:
+        secrets_eval(trees["stdlib"])
+        return
+    repomix = None if args.no_repomix else repomix_bin()
+    cache_home = Path(tempfile.mkdtemp(prefix="v4code-bench-cache-"))
+    print(
+        f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load {os.getloadavg()[0]:.2f}"
+    )
+    rows = []
+    try:
+        for name in args.trees.split(","):
+            tree = trees[name.strip()]
+            result = bench_tree(name, tree, args.runs, repomix, cache_home)
+            result["tree_tokens"] = tree_tokens(tree)
+            rows.append(result)
+            print(json.dumps(result))
+    finally:
+        shutil.rmtree(cache_home, ignore_errors=True)
+    print()
+    header = f"{'tree':<8}{'measure':<9}{'files':>7}{'tokens':>11}{'repomix':>9}{'cold':>8}{'warm':>8}{'cold x':>8}{'warm x':>8}"
+    print(header)
+    for r in rows:
+        for label, key in (("wall s", "median_s"), ("cpu s", "median_cpu_s")):
+            m = r[key]
+            rx = m.get("repomix")
+            cold_x = f"{rx / m['cold']:.2f}" if rx else "-"
+            warm_x = f"{rx / m['warm']:.2f}" if rx else "-"
+            print(
+                f"{r['tree']:<8}{label:<9}{r['files']:>7}{r['tree_tokens']:>11,}{rx or float('nan'):>9.2f}"
+                f"{m['cold']:>8.2f}{m['warm']:>8.2f}{cold_x:>8}{warm_x:>8}"
+            )
+    print(
+        f"load after: {os.getloadavg()[0]:.2f}  (x = Repomix / v4code, medians; cpu = user+sys of the process)"
+    )
+
+
+if __name__ == "__main__":
+    main()

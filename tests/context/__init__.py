@@ -1,0 +1,1 @@
+"""Tests of the context engine (discovery, secrets, skeletons, packing, `v4code context`)."""
