@@ -1,0 +1,218 @@
+"""`v4code ask` and `v4code fix --provider local` through the whole stack, in subprocesses, on a
+tiny random checkpoint written by `v4code model init`.
+
+Random weights produce noise, so the runs are steered by the test-only forcing processor
+(tests/local/forcing.py, plugged in through $V4CODE_LOCAL_LOGITS_PROCESSOR): the engine still
+tokenizes, prefills, decodes, parses DSML, runs the tool, re-encodes the result and continues on
+the reused cache; only each token's choice is dictated. The turn events of --output-format jsonl
+carry the provider's per-turn statistics, which the assertions read."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.local.forcing import script_ids
+
+pytest.importorskip("torch")
+
+ROOT = Path(__file__).resolve().parents[2]
+D = "｜DSML｜"
+EOS = "<｜end▁of▁sentence｜>"
+CALC = "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n"
+TESTS = (
+    "import unittest\n\nfrom calc import add, mul\n\n\nclass T(unittest.TestCase):\n"
+    "    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n\n"
+    "    def test_mul(self):\n        self.assertEqual(mul(2, 3), 6)\n\n\n"
+    'if __name__ == "__main__":\n    unittest.main()\n'
+)
+# filler so the packed repository is long enough to be worth storing (> 1024 tokens)
+NOTES = "".join(
+    f"- note {i}: the calculator keeps integers exact; see calc.py.\n" for i in range(120)
+)
+
+
+def _call(name: str, **params: str) -> str:
+    body = "".join(
+        f'<{D}parameter name="{k}" string="true">{v}</{D}parameter>\n' for k, v in params.items()
+    )
+    return (
+        f'\n\n<{D}tool_calls>\n<{D}invoke name="{name}">\n{body}</{D}invoke>\n</{D}tool_calls>{EOS}'
+    )
+
+
+READ = "I should read calc.py.</think>" + _call("read_file", path="calc.py")
+ANSWER = "It subtracts.</think>`add` returns `a - b` instead of `a + b` (calc.py:2)." + EOS
+EDIT = "Swap the operator.</think>Fix add." + _call(
+    "edit_file", path="calc.py", old_string="a - b", new_string="a + b"
+)
+
+
+@pytest.fixture
+def calc_repo(make_git_repo) -> Path:
+    return make_git_repo({"calc.py": CALC, "test_calc.py": TESTS, "NOTES.md": NOTES})
+
+
+def run(
+    args: list[str], tmp_path: Path, scripts: list[str] | None, **env: str
+) -> tuple[int, list[dict], str]:
+    full_env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **env)
+    if scripts is not None:
+        script = tmp_path / f"script{len(list(tmp_path.glob('script*')))}.json"
+        script.write_text(json.dumps(scripts), encoding="utf-8")
+        full_env.update(
+            V4CODE_LOCAL_LOGITS_PROCESSOR="tests.local.forcing:from_env",
+            V4CODE_TEST_FORCE_SCRIPT=str(script),
+            V4CODE_TEST_FORCE_LOG=str(tmp_path / "forced.log"),
+        )
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args, "--output-format", "jsonl"],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    return proc.returncode, events, proc.stderr
+
+
+def of(events: list[dict], kind: str) -> list[dict]:
+    return [e for e in events if e.get("event") == kind]
+
+
+def test_ask_runs_a_tool_and_answers_on_the_reused_cache(checkpoint, calc_repo, tmp_path, tok):
+    code, events, err = run(
+        [
+            "ask",
+            "Why does test_add fail?",
+            "--repo",
+            str(calc_repo),
+            "--provider",
+            "local",
+            "--model-path",
+            str(checkpoint),
+        ],
+        tmp_path,
+        [READ, ANSWER],
+    )
+    assert code == 0, err[-3000:]
+    turns = of(events, "turn")
+    assert len(turns) == 2
+    first, second = (t["reply"]["_v4_stats"] for t in turns)
+    # tokenized and prefilled: the whole first prompt, nothing cached yet
+    assert first["prefilled"] == first["prompt_tokens"] == turns[0]["usage"]["input_tokens"] > 1000
+    # decoded: exactly the scripted completion (the call block ends the turn; EOS is implied)
+    assert turns[0]["reply"]["_v4_ids"] == script_ids(READ, tok)
+    # DSML parsed into the same call objects as the OpenAI path, and the tool ran
+    [call] = of(events, "tool_call")
+    assert (call["name"], call["arguments"]) == ("read_file", {"path": "calc.py"})
+    [result] = of(events, "tool_result")
+    assert result["ok"] and "return a - b" in result["text"]
+    # re-encoded and continued on the reused cache: turn 2 prefilled only the new tokens,
+    # which include the tool's output
+    assert second["reused_live"] == first["prompt_tokens"] + first["generated"] - 1
+    assert second["prefilled"] == second["prompt_tokens"] - second["reused_live"]
+    assert tok.count(result["text"]) < second["prefilled"] < 400
+    assert turns[1]["usage"]["cached_input_tokens"] == second["reused_live"]
+    final = of(events, "result")[-1]
+    assert (
+        final["status"] == "ok"
+        and final["answer"] == "`add` returns `a - b` instead of `a + b` (calc.py:2)."
+    )
+    assert (
+        final["usage"]["cached_input_tokens"] == second["reused_live"]
+        and final["usage"]["cost_usd"] == 0
+    )
+    forced = [json.loads(line) for line in (tmp_path / "forced.log").read_text().splitlines()]
+    assert forced == [{"turn": 0, "scripted": True}, {"turn": 1, "scripted": True}]
+
+
+def test_fix_edits_the_file_and_the_tests_pass(checkpoint, calc_repo, tmp_path):
+    code, events, err = run(
+        [
+            "fix",
+            "--repo",
+            str(calc_repo),
+            "--provider",
+            "local",
+            "--model-path",
+            str(checkpoint),
+            "--test-cmd",
+            f"{sys.executable} test_calc.py",
+        ],
+        tmp_path,
+        [READ, EDIT],
+    )
+    assert code == 0, err[-3000:]
+    assert (calc_repo / "calc.py").read_text() == CALC.replace("a - b", "a + b")
+    turns = of(events, "turn")
+    assert [c["function"]["name"] for t in turns for c in t["reply"].get("tool_calls", [])] == [
+        "read_file",
+        "edit_file",
+    ]
+    second = turns[1]["reply"]["_v4_stats"]
+    assert (
+        second["reused_live"] > 0
+        and second["prefilled"] == second["prompt_tokens"] - second["reused_live"]
+    )
+    final = of(events, "result")[-1]
+    assert final["status"] == "ok" and final["changed_files"] == ["calc.py"]
+
+
+def test_second_ask_reuses_the_persisted_prefix(checkpoint, calc_repo, tmp_path):
+    args = [
+        "--repo",
+        str(calc_repo),
+        "--provider",
+        "local",
+        "--model-path",
+        str(checkpoint),
+        "--max-turns",
+        "1",
+    ]
+    code1, events1, err1 = run(["ask", "What does mul do?", *args], tmp_path, [ANSWER])
+    code2, events2, err2 = run(["ask", "Is there a bug in add?", *args], tmp_path, [ANSWER])
+    assert code1 == 0 and code2 == 0, err1[-2000:] + err2[-2000:]
+    first = of(events1, "turn")[0]["reply"]["_v4_stats"]
+    second = of(events2, "turn")[0]["reply"]["_v4_stats"]
+    assert first["reused_disk"] == 0 and first["saved_prefixes"]
+    # the second run loaded the repository prefix and prefilled only the rest (the question)
+    assert (
+        second["reused_disk"] >= first["prompt_tokens"] - 300 and second["reused_disk"] % 128 == 0
+    )
+    assert second["prefilled"] == second["prompt_tokens"] - second["reused_disk"] < 300
+    assert of(events2, "turn")[0]["usage"]["cached_input_tokens"] == second["reused_disk"]
+
+
+def test_unsteered_noise_ends_cleanly(checkpoint, calc_repo, tmp_path):
+    code, events, err = run(
+        [
+            "ask",
+            "Why does test_add fail?",
+            "--repo",
+            str(calc_repo),
+            "--provider",
+            "local",
+            "--model-path",
+            str(checkpoint),
+            "--max-turns",
+            "2",
+        ],
+        tmp_path,
+        None,
+        V4CODE_MAX_OUTPUT_TOKENS="24",
+    )
+    final = of(events, "result")[-1]
+    expected = {"ok": 0, "limit_reached": 4}
+    assert final["status"] in expected, final
+    assert code == expected[final["status"]], err[-2000:]
+    assert "Traceback" not in err
+    for turn in of(events, "turn"):
+        assert turn["reply"]["_v4_stats"]["generated"] <= 24
