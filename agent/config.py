@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,6 +305,24 @@ def _check_type(value: Any, expected: type | tuple[type, ...], what: str, where:
     return value
 
 
+# What an HTTP header value may carry: visible ASCII. A key with a newline or a non-ASCII
+# character cannot be sent, and httpx would quote the whole header (key included) in its error.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+
+
+def _clean_key(value: Any, where: str) -> str:
+    """An API key from a file or the environment, trimmed; never echoed in an error."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string (the value is not shown)")
+    key = value.strip()
+    if key and not _HEADER_SAFE.fullmatch(key):
+        raise ConfigError(
+            f"{where}: the key contains spaces, control or non-ASCII characters, so it cannot be "
+            "sent in an HTTP header (the value is not shown); copy the key again"
+        )
+    return key
+
+
 def _parse_prices(table: Any, where: str) -> Prices:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table with {', '.join(_PRICE_KEYS)}")
@@ -348,6 +367,11 @@ def _read_file_layer(path: Path, kind: str) -> _Layer | None:
                     raise ConfigError(
                         f"{where}.{sk}: unknown key (known: {', '.join(_PROVIDER_KEYS)})"
                     )
+                if sk == "api_key":
+                    api_key = _clean_key(sv, f"{where}.api_key")
+                    if api_key:  # `api_key = ""` means not set, as an empty variable does
+                        section[sk] = api_key
+                    continue
                 section[sk] = _check_type(sv, *_PROVIDER_KEYS[sk], f"{where}.{sk}")
             layer.sections[key] = section
         elif key == "prices":
@@ -392,7 +416,7 @@ def _env_layer(env: dict[str, str]) -> _Layer:
             layer.labels[name] = f"env {var}"
     for prov in ("deepseek", "openai"):
         section: dict[str, Any] = {}
-        key = env.get(KEY_ENV[prov], "").strip()
+        key = _clean_key(env.get(KEY_ENV[prov], ""), f"env {KEY_ENV[prov]}")
         if key:
             section["api_key"] = key
             layer.labels[f"{prov}.api_key"] = f"env {KEY_ENV[prov]}"
@@ -696,6 +720,9 @@ def load_settings(repo: Path | None = None, **flags: Any) -> Settings:
         )
         if chosen.key_withheld:
             notes.append(chosen.key_withheld)
+        elif chosen.base_url_layer == "project":
+            # The repository chose the server that will receive its code and your prompts.
+            notes.append(f"requests go to {chosen.base_url} ({chosen.base_url_source})")
     else:
         s.sources["api_key"] = "not used by this provider" if provider else "no provider"
         s.sources["base_url"] = "not used by this provider" if provider else "no provider"

@@ -6,7 +6,7 @@ from typing import Any
 
 from tools.base import Observation, Tool, ToolError
 from tools.edit_match import apply_edit
-from tools.paths import resolve_repo_path
+from tools.paths import require_regular_file, resolve_repo_path
 from tools.read_file import number_lines
 from tools.repo import not_found_message, secret_reason
 from tools.textfile import BinaryFileError, TextFile, atomic_write, load_text, unified_diff
@@ -49,6 +49,7 @@ class EditFile(Tool):
                 not_found_message(self.ctx.root, target.rel)
                 + " (to create a new file, use write_file)"
             )
+        require_regular_file(target)
         secret = secret_reason(target.rel, target.abs.read_bytes())
         if secret is not None:
             raise ToolError(

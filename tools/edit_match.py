@@ -74,7 +74,10 @@ def _exact(text: str, old: str, new: str, replace_all: bool, path: str) -> EditO
         pieces, lines, cursor, shift = [], [], 0, 0
         for s in starts:
             pieces.append(text[cursor:s])
-            pieces.append(n)
+            # A one-line old_string has no line ending to copy: new lines take the ending of
+            # the line they land in, so a CRLF file stays CRLF.
+            single_line = "\n" not in o and "\r" not in n
+            pieces.append(n.replace("\n", "\r\n") if single_line and _crlf_at(text, s, o) else n)
             # Line of this replacement in the new text: lines before it, adjusted by earlier ones.
             lines.append(text.count("\n", 0, s) + 1 + shift)
             shift += n.count("\n") - o.count("\n")
@@ -83,6 +86,15 @@ def _exact(text: str, old: str, new: str, replace_all: bool, path: str) -> EditO
         spans = [n.count("\n") + 1] * len(starts)
         return EditOutcome("".join(pieces), len(starts), "exact", lines, spans)
     return None
+
+
+def _crlf_at(text: str, start: int, old: str) -> bool:
+    """Whether the line holding text[start:start+len(old)] ends with CRLF (for the last line,
+    which has no ending, whether the file is mostly CRLF)."""
+    end = text.find("\n", start + len(old))
+    if end == -1:
+        return text.count("\r\n") * 2 >= text.count("\n") > 0
+    return end > 0 and text[end - 1] == "\r"
 
 
 def _find_all(text: str, needle: str) -> list[int]:

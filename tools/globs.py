@@ -12,11 +12,18 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 
+from tools.base import ToolError
+
 
 def compile_glob(pattern: str) -> Callable[[str], bool]:
     """Return a predicate over relative posix paths."""
     alternatives = _expand_braces(pattern.strip())
-    regexes = [re.compile(_translate(p.lstrip("/"))) for p in alternatives if p]
+    try:
+        regexes = [re.compile(_translate(p.lstrip("/"))) for p in alternatives if p]
+    except re.error as exc:  # e.g. a reversed range: [z-a]
+        raise ToolError(
+            f"invalid glob pattern {pattern!r} ({exc}); e.g. '*.py' or 'src/**'"
+        ) from None
     on_name = all("/" not in p.lstrip("/") for p in alternatives)
 
     def match(rel: str) -> bool:

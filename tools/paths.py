@@ -9,6 +9,9 @@ any failed edit. The messages say what to do instead, since the model reads them
 from __future__ import annotations
 
 import os
+import re
+import stat
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -76,12 +79,34 @@ def resolve_repo_path(
         )
     if rel == "." and not allow_root:
         raise ToolError(f"'{path}' is the repository root, not a file")
-    if write and any(part.lower() == ".git" for part in PurePosixPath(rel).parts):
+    if write and any(is_git_dir_name(part) for part in PurePosixPath(rel).parts):
         raise ToolError(
             f"'{path}' refused: writing inside .git is not allowed (it would corrupt the "
             "repository); edit working-tree files instead"
         )
     return RepoPath(resolved, rel)
+
+
+# Code points HFS+ ignores in names, so `.g\u200cit` is `.git` there (git's own verify_path
+# refuses the same set, see CVE-2014-9390).
+_IGNORED_IN_NAMES = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u206a-\u206f\ufeff]")
+
+
+def is_git_dir_name(part: str) -> bool:
+    """Whether a path component names `.git` on some file system: any case (macOS, Windows),
+    with ignorable code points (HFS+), trailing dots or spaces or as `GIT~1` (Windows)."""
+    name = unicodedata.normalize("NFC", _IGNORED_IN_NAMES.sub("", part)).casefold()
+    return name.rstrip(". ") == ".git" or name == "git~1"
+
+
+def require_regular_file(target: RepoPath) -> None:
+    """Refuse named pipes, sockets and devices: opening a FIFO would wait for a writer forever."""
+    try:
+        mode = target.abs.stat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise ToolError(f"{target.rel} is not a regular file (a pipe, socket or device)")
 
 
 def _relative_if_inside(real_root: Path, resolved: Path) -> str | None:

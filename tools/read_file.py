@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tools.base import Observation, Tool, ToolError
-from tools.paths import resolve_repo_path
+from tools.paths import require_regular_file, resolve_repo_path
 from tools.repo import not_found_message, secret_reason
 from tools.textfile import BinaryFileError, load_text
 
@@ -49,6 +49,7 @@ class ReadFile(Tool):
             raise ToolError(f"{target.rel} is a directory; use list_files to see its files")
         if not target.abs.exists():
             raise ToolError(not_found_message(self.ctx.root, target.rel))
+        require_regular_file(target)
         size = target.abs.stat().st_size
         if size > MAX_FILE_BYTES:
             raise ToolError(

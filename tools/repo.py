@@ -7,6 +7,7 @@ The ignore rules are the context engine's (`agent.context.RepoFiles`), so `list_
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path, PurePosixPath
 
 from agent.context import rules
@@ -20,12 +21,24 @@ except ImportError:  # the package may not re-export it yet
 def secret_reason(rel: str, data: bytes | None = None) -> str | None:
     """Why the context engine would keep this file's content from the model (None: it would not).
 
-    The same rules as the packed prompt, so a tool cannot hand the model what packing held back."""
+    The same rules as the packed prompt, so a tool cannot hand the model what packing held back.
+    Git's own config is not packed at all, but read_file can reach it: a remote URL with a
+    token in it (`https://user:ghp_…@github.com/…`) keeps it from the model too."""
     reason = rules.secret_name_rule(rel)
     if reason is None and data is not None and rules.token_config_file(rel):
         if rules.has_auth_token_line(data.decode("utf-8", errors="replace")):
             reason = "configuration file with an auth token"
+    parts = PurePosixPath(rel).parts
+    if reason is None and data is not None and len(parts) >= 2 and parts[-2:] == (".git", "config"):
+        if _URL_WITH_CREDENTIALS.search(data.decode("utf-8", errors="replace")):
+            reason = "git config with credentials in a remote URL"
     return reason
+
+
+# user:password@, or a bare token (long userinfo) as in https://ghp_…@github.com; not ssh://git@.
+_URL_WITH_CREDENTIALS = re.compile(
+    r"[a-z][a-z0-9+.-]*://(?:[^/\s@:]+:[^/\s@]+|[^/\s@:]{16,})@", re.IGNORECASE
+)
 
 
 def visible_files(root: Path) -> RepoFiles:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from tools.base import Observation, Tool, ToolError
@@ -31,14 +34,19 @@ _RUNNERS = (
 )
 
 
-def is_test_invocation(command: str, configured: str | None) -> bool:
-    """True for one plain command that runs a test runner (or the configured test command)."""
+def is_test_invocation(command: str, configured: str | None, root: Path | None = None) -> bool:
+    """True for one plain command that runs a test runner (or the configured test command).
+
+    With `root`, a runner whose options name a path outside the repository (`--junitxml=~/x`,
+    `--basetemp=..`) is not plain: it goes through the approval policy like any command."""
     words = simple_command_words(command)
     if words is None:
         return False
     while words and _ASSIGNMENT.match(words[0]) and not _secretish(words[0]):
         words = words[1:]
     if not words:
+        return False
+    if root is not None and (_reaches_outside(words[1:], root) or _deletes_basetemp(words)):
         return False
     if configured:
         base = simple_command_words(configured)
@@ -49,6 +57,31 @@ def is_test_invocation(command: str, configured: str | None) -> bool:
         program = "python"
     normal = (program, *words[1:])
     return any(normal[: len(runner)] == runner for runner in _RUNNERS)
+
+
+_TEMP_ROOTS = tuple(
+    dict.fromkeys(os.path.realpath(p) for p in ("/tmp", "/var/tmp", tempfile.gettempdir()))
+)
+
+
+def _reaches_outside(words: list[str], root: Path) -> bool:
+    """Whether an argument names a path outside the repository (temporary directories aside)."""
+    real_root = os.path.realpath(root)
+    for word in words:
+        for piece in re.split(r"[=:,]", word):
+            if not piece.startswith(("/", "~")) and ".." not in piece.split("/"):
+                continue
+            target = os.path.realpath(os.path.join(real_root, os.path.expanduser(piece)))
+            inside = target == real_root or target.startswith(real_root + os.sep)
+            in_temp = any(target.startswith(t + os.sep) for t in _TEMP_ROOTS)
+            if not inside and not in_temp:
+                return True
+    return False
+
+
+def _deletes_basetemp(words: list[str]) -> bool:
+    # pytest removes --basetemp before the run; only the policy may allow that.
+    return any(w == "--basetemp" or w.startswith("--basetemp=") for w in words)
 
 
 def _secretish(assignment: str) -> bool:
@@ -95,7 +128,7 @@ class RunTests(Tool):
                 "no test command was found for this repository; pass command= with the command "
                 "that runs its tests"
             )
-        if command != configured and not is_test_invocation(command, configured):
+        if command != configured and not is_test_invocation(command, configured, self.ctx.root):
             self._check_policy(command)
         summary = run_test_command(self.ctx.root, command, timeout_s=self.ctx.command_timeout_s)
         return Observation(

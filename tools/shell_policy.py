@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from agent.context.rules import secret_name_rule
+from tools.paths import is_git_dir_name
 
 READ_ONLY = "read_only"
 NEEDS_APPROVAL = "needs_approval"
@@ -165,8 +167,8 @@ def _lex(s: str, subs: list[str]) -> list[_Tok]:
         elif c == '"':
             i = _lex_double_quoted(s, i + 1, add, add_sub)
         elif s.startswith("$((", i):
-            _, i = _balanced(s, i + 3, depth=2)
-            add("0", dynamic=True)
+            inner, i = _balanced(s, i + 3, depth=2)
+            _arithmetic(inner, add, add_sub)
         elif s.startswith("$(", i):
             inner, i = _balanced(s, i + 2)
             add_sub(inner)
@@ -208,8 +210,8 @@ def _lex_double_quoted(s: str, i: int, add, add_sub) -> int:
             add(s[i + 1] if s[i + 1] != "\n" else "")
             i += 2
         elif s.startswith("$((", i):
-            _, i = _balanced(s, i + 3, depth=2)
-            add("0", dynamic=True)
+            inner, i = _balanced(s, i + 3, depth=2)
+            _arithmetic(inner, add, add_sub)
         elif s.startswith("$(", i):
             inner, i = _balanced(s, i + 2)
             add_sub(inner)
@@ -223,6 +225,16 @@ def _lex_double_quoted(s: str, i: int, add, add_sub) -> int:
             add(c)
             i += 1
     raise _ParseError("unterminated double quote")
+
+
+def _arithmetic(inner: str, add, add_sub) -> None:
+    """`$(( … ))`: a number, but bash expands `$( … )` and backticks inside it (array
+    subscripts such as `x[$(cmd)]` run cmd), so those are analysed like any substitution."""
+    nested: list[str] = []
+    _lex(inner, nested)
+    for sub in nested:
+        add_sub(sub)
+    add("0", dynamic=True)
 
 
 def _balanced(s: str, i: int, depth: int = 1) -> tuple[str, int]:
@@ -273,6 +285,14 @@ def _backticks(s: str, i: int) -> tuple[str, int]:
 # Analysis
 
 
+def _assignment_verdict(text: str) -> Verdict:
+    """`NAME=value` before a command, alone, or given to env/export/declare."""
+    name = re.split(r"[\[+=]", text, maxsplit=1)[0]
+    if _HARMLESS_VARS.fullmatch(name):
+        return _OK
+    return _approval(f"it sets {name}, which can change what programs run or read")
+
+
 @dataclass
 class _State:
     cwd: Path | None  # None once a `cd` went somewhere only known at run time
@@ -292,8 +312,8 @@ _SKIP_KEYWORDS = frozenset({"!", "{", "}", "then", "else", "elif", "if", "do", "
                             "fi", "done", "esac"})  # fmt: skip
 _COMPOUND_KEYWORDS = frozenset({"for", "case", "select", "function", "coproc"})
 
-_SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "fish", "busybox", "csh",
-                     "tcsh"})  # fmt: skip
+_SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "fish", "csh", "tcsh"})
+_MULTICALL = frozenset({"busybox", "toybox"})  # `busybox rm -rf ~` is `rm -rf ~`
 _INTERPRETER_PREFIXES = ("python", "pypy", "perl", "ruby", "node", "nodejs", "php", "deno", "bun",
                          "lua", "Rscript", "osascript", "tclsh", "pwsh", "powershell")  # fmt: skip
 _FETCHERS = frozenset({"curl", "wget", "aria2c", "http", "https", "xh", "fetch", "lynx", "links"})
@@ -307,13 +327,34 @@ _READ_ONLY_PROGRAMS = frozenset({
     "od", "strings", "column", "jq", "tac", "rev", "paste", "join", "comm", "fold", "fmt",
     "expand", "unexpand", "seq", "sleep", "true", "false", "test", "[", "[[", "whoami", "id",
     "groups", "uname", "arch", "printenv", "ps", "pgrep", "uptime", "free", "nproc", "locale",
-    "cal", "expr", "bc", "dc", "zcat", "bzcat", "xzcat", "lsof", "getconf", "tty", "logname",
+    "cal", "expr", "bc", "zcat", "bzcat", "xzcat", "lsof", "getconf", "tty", "logname",
     "users", "who", "w", "lscpu", "lsblk", "lsmod", "dmesg", "factor", "numfmt", "look",
     "shuf", "tput", "sum", "wait", "hash", "ulimit", "umask", "alias", "set", "shopt",
     "export", "unset", "local", "declare", "typeset", "readonly", "read", "let", "return",
     "exit", "shift", "getopts", "break", "continue", ":", "cd", "pushd", "popd", "dirs",
-    "history", "jobs", "fc", "help", "man", "info", "apropos", "cloc", "tokei", "scc",
+    "jobs", "help", "man", "info", "apropos", "cloc", "tokei", "scc",
 })  # fmt: skip
+# Where a program named by its path is the system's own; `./ls` or `src/cat` could be anything.
+_SYSTEM_BIN_DIRS = ("/bin/", "/usr/bin/", "/usr/local/bin/", "/sbin/", "/usr/sbin/",
+                    "/usr/local/sbin/", "/opt/homebrew/bin/")  # fmt: skip
+# Environment variables a read-only command may set. Anything else can change what a program
+# runs (GIT_EXTERNAL_DIFF, LD_PRELOAD, PATH, PAGER, LESSOPEN, GIT_CONFIG_*, HOME, BASH_ENV …),
+# so setting it needs approval. All-lowercase names are shell variables by convention.
+_HARMLESS_VARS = re.compile(
+    r"[a-z_][a-z0-9_]*|LC_[A-Z]+|LANG|LANGUAGE|TZ|COLUMNS|LINES|TERM|NO_COLOR|FORCE_COLOR|"
+    r"CLICOLOR(_FORCE)?|GREP_COLORS?|LS_COLORS|POSIXLY_CORRECT|CI"
+)
+# Builtins that evaluate array subscripts in their arguments: `let 'a[$(cmd)]'`,
+# `[[ 1 -eq 'a[$(cmd)]' ]]`, `test -v 'a[$(cmd)]'` run cmd although it is quoted.
+_SUBSCRIPT_BUILTINS = frozenset({"[[", "[", "test", "let", "declare", "typeset", "local", "export",
+                                 "readonly", "unset", "read", "printf", "getopts", "wait",
+                                 "mapfile", "readarray"})  # fmt: skip
+# Programs whose extra operands (as `xargs` appends them) can only be more things to read.
+_XARGS_SAFE = frozenset({"cat", "head", "tail", "wc", "grep", "egrep", "fgrep", "ls", "stat",
+                         "md5sum", "sha1sum", "sha224sum", "sha256sum", "sha384sum", "sha512sum",
+                         "b2sum", "cksum", "basename", "dirname", "realpath", "readlink", "echo",
+                         "du", "diff", "cmp", "nl", "strings", "od", "hexdump", "zcat",
+                         "true", "false"})  # fmt: skip
 _VERSION_ARGS = frozenset({"--version", "-V", "-version", "version", "--help", "-h", "help"})
 _TEMP_DIRS = tuple(
     dict.fromkeys(
@@ -350,6 +391,21 @@ _FIND_FILTERS = frozenset({
     "name", "iname", "path", "ipath", "wholename", "iwholename", "regex", "iregex", "type",
     "newer", "mtime", "mmin", "ctime", "cmin", "atime", "amin", "size", "empty", "user", "group",
     "perm", "links", "inum", "samefile", "lname", "ilname", "maxdepth", "mindepth", "prune",
+})  # fmt: skip
+# Long options whose abbreviations must be recognised (see git_subcommand).
+_GIT_LONG_OPTIONS = ("--hard", "--merge", "--keep", "--force", "--discard-changes",
+                     "--overwrite-ignore", "--output", "--open-files-in-pager", "--upload-pack",
+                     "--lost-found", "--unset", "--unset-all", "--remove-section",
+                     "--rename-section", "--replace-all", "--edit", "--delete", "--prune",
+                     "--exec", "--no-preserve-root")  # fmt: skip
+# Git's own commands: an alias can never shadow these, so they are not looked up as aliases.
+_GIT_BUILTINS = frozenset({
+    "add", "am", "apply", "archive", "bisect", "branch", "bundle", "checkout", "cherry-pick",
+    "clean", "clone", "commit", "config", "fetch", "format-patch", "gc", "init", "merge", "mv",
+    "notes", "pull", "push", "rebase", "reflog", "remote", "reset", "restore", "revert", "rm",
+    "sparse-checkout", "stash", "submodule", "switch", "tag", "worktree", "update-index",
+    "update-ref", "symbolic-ref", "read-tree", "write-tree", "commit-tree", "hash-object",
+    "prune", "repack", "replace", "maintenance", "filter-branch", "send-email", "request-pull",
 })  # fmt: skip
 _GIT_READ_ONLY = frozenset({
     "status", "log", "diff", "show", "blame", "annotate", "rev-parse", "rev-list", "ls-files",
@@ -390,6 +446,7 @@ class _Analyzer:
     def __init__(self, root: Path):
         self.root = root
         self.home = os.path.realpath(os.path.expanduser("~"))
+        self._git_aliases: dict[str, str | None] = {}
 
     # -- scripts, lists and pipelines ------------------------------------------------------
 
@@ -447,13 +504,20 @@ class _Analyzer:
             elif tok.text not in ("<<<", "<&"):
                 verdicts.append(self.writes([target], state, f"it writes to '{target.text}'"))
         while words and _ASSIGNMENT.match(words[0].text):
-            words.pop(0)
+            verdicts.append(_assignment_verdict(words.pop(0).text))
         while words and words[0].text in _SKIP_KEYWORDS and not words[0].dynamic:
             words.pop(0)
         if not words:
             return _Result(_worst(verdicts))
         if words[0].text in _COMPOUND_KEYWORDS:
             verdicts.append(_approval(f"it uses a shell `{words[0].text}` construct"))
+            rest = [w for w in words[1:] if w.text != "{"]
+            if words[0].text == "coproc" and rest:
+                # `coproc CMD` (or `coproc NAME { CMD; }`) runs CMD in the background.
+                named = len(words) > 2 and words[2].text == "{"
+                rest = rest[1:] if named else rest
+                if rest:
+                    verdicts.append(self.program(rest, state, subs, depth).verdict)
             return _Result(_worst(verdicts))
         secret = next(
             (w.text for w in words[1:] + inputs if not w.dynamic and secret_name_rule(w.text)), None
@@ -472,12 +536,29 @@ class _Analyzer:
         head, args = words[0], words[1:]
         if head.dynamic:
             return _Result(_approval("the program to run is only known at run time"))
-        prog = PurePosixPath(head.text).name
+        # Case-insensitive file systems run `Git` or `RM` as git and rm.
+        prog = PurePosixPath(head.text).name.lower()
         texts = [a.text for a in args]
         sub_fetch = any(subs[k].fetches for a in args for k in a.subs)
+        local = "/" in head.text and not head.text.startswith(_SYSTEM_BIN_DIRS)
+        if local and not prog.startswith(_INTERPRETER_PREFIXES):
+            # `./ls` is whatever the repository (or the model) put there, not ls.
+            return _Result(_approval(f"`{head.text}` is a program from the working tree"))
 
+        if prog in _MULTICALL:
+            return self.program(args, state, subs, depth) if args else _Result(_OK)
+        if prog in _SUBSCRIPT_BUILTINS and any("$(" in t or "`" in t for t in texts):
+            return _Result(
+                _approval(f"`{prog}` evaluates the command substitution in its argument")
+            )
         if prog in _WRAPPERS:
             return self.wrapper(prog, args, state, subs, depth)
+        if prog in ("pytest", "py.test") or (
+            prog.startswith("python") and texts[:2] == ["-m", "pytest"]
+        ):
+            basetemp = self.pytest_basetemp(args, state)
+            if basetemp.forbidden:
+                return _Result(basetemp)
         if prog == "eval":
             inner = self.script(" ".join(texts), state, depth + 1)
             verdict = _worst([inner.verdict, _approval("`eval` runs generated code")])
@@ -491,13 +572,13 @@ class _Analyzer:
         if prog in _SHELLS:
             return self.shell(prog, args, state, depth, sub_fetch)
         if prog.startswith(_INTERPRETER_PREFIXES):
-            if len(texts) == 1 and texts[0] in _VERSION_ARGS:
+            if len(texts) == 1 and texts[0] in _VERSION_ARGS and not local:
                 return _Result(_OK)
             return _Result(_approval(f"`{prog}` runs code"), interpreter=True, sub_fetch=sub_fetch)
         if len(texts) == 1 and texts[0] in _VERSION_ARGS and "/" not in head.text:
             return _Result(_OK)
         if prog == "git":
-            return _Result(self.git(args, state))
+            return _Result(self.git(args, state, depth))
         if prog in _FETCHERS:
             return _Result(_approval("it accesses the network"), fetches=True)
         if prog in _NETWORK:
@@ -520,6 +601,30 @@ class _Analyzer:
             return _Result(_OK)
         return _Result(_approval(f"`{prog}` is not known to be read-only"))
 
+    def pytest_basetemp(self, args: list[_Tok], state: _State) -> Verdict:
+        """pytest deletes its --basetemp directory before the run: never an existing one."""
+        for k, arg in enumerate(args):
+            if arg.text.startswith("--basetemp="):
+                target = _Tok(arg.text.split("=", 1)[1], dynamic=arg.dynamic)
+            elif arg.text == "--basetemp" and k + 1 < len(args):
+                target = args[k + 1]
+            else:
+                continue
+            place = self.where(target, state)
+            resolved = Path(os.path.realpath(os.path.join(state.cwd or self.root, target.text)))
+            encloses_repo = not target.dynamic and self.root.is_relative_to(resolved)
+            fresh = place == "inside" and not self.exists(target, state)
+            if not encloses_repo and (place == "temp" or fresh):
+                return _approval("pytest --basetemp deletes and recreates that directory")
+            return _forbid(
+                f"pytest --basetemp={target.text} deletes that directory and everything in it"
+            )
+        return _OK
+
+    def exists(self, tok: _Tok, state: _State) -> bool:
+        base = state.cwd or self.root
+        return os.path.lexists(os.path.join(base, tok.text))
+
     def wrapper(self, prog: str, args: list[_Tok], state: _State, subs, depth) -> _Result:
         takes_value = _WRAPPERS[prog]
         i = 0
@@ -535,10 +640,33 @@ class _Analyzer:
             return _Result(_OK)
         if prog == "xargs" and not rest:
             return _Result(_OK)  # xargs without a command runs echo
+        if prog in ("sudo", "doas") and not rest:
+            listing = {"-l", "--list", "-v", "--validate", "-k", "-K", "-V", "--version"}
+            if {a.text for a in args} <= listing:
+                return _Result(_OK)
+            return _Result(_approval(f"`{prog}` without a command opens a root shell"))
         if not rest:
             return _Result(_OK)
         if prog == "watch" and len(rest) == 1:
             return self.script(rest[0].text, state, depth + 1)  # watch runs its argument via sh -c
+        if prog == "xargs":
+            # The arguments xargs reads are only known at run time: `echo push | xargs git`.
+            as_written = self.program(rest, state, subs, depth)
+            if as_written.verdict.forbidden:
+                return as_written
+            appended = [*rest, _Tok("\x00xargs\x00", dynamic=True)]
+            inner = self.program(appended, state, subs, depth)
+            name = PurePosixPath(rest[0].text).name.lower()
+            if not inner.verdict.read_only or name not in _XARGS_SAFE or rest[0].dynamic:
+                # Not forbidden for what it reads from its input (`find … | xargs rm -rf`), but
+                # not read-only either: the arguments are only known at run time.
+                inner.verdict = _worst(
+                    [
+                        as_written.verdict,
+                        _approval(f"xargs gives `{rest[0].text}` arguments only known at run time"),
+                    ]
+                )
+            return inner
         inner = self.program(rest, state, subs, depth)
         if prog in ("sudo", "doas"):
             inner.verdict = _worst([inner.verdict, _approval(f"it uses {prog}")])
@@ -547,6 +675,7 @@ class _Analyzer:
         return inner
 
     def env(self, args: list[_Tok], state: _State, subs, depth) -> _Result:
+        assigned: list[Verdict] = []
         i = 0
         while i < len(args):
             text = args[i].text
@@ -556,13 +685,18 @@ class _Analyzer:
                 i += 2
             elif text in ("-S", "--split-string") and i + 1 < len(args):
                 return self.script(" ".join(a.text for a in args[i + 1 :]), state, depth + 1)
-            elif text.startswith("-") or _ASSIGNMENT.match(text):
+            elif _ASSIGNMENT.match(text):
+                assigned.append(_assignment_verdict(text))
+                i += 1
+            elif text.startswith("-"):
                 i += 1
             else:
                 break
         if i >= len(args):
-            return _Result(_OK)  # prints the (already scrubbed) environment
-        return self.program(args[i:], state, subs, depth)
+            return _Result(_worst(assigned))  # prints the (already scrubbed) environment
+        result = self.program(args[i:], state, subs, depth)
+        result.verdict = _worst([result.verdict, *assigned])
+        return result
 
     def shell(
         self, prog: str, args: list[_Tok], state: _State, depth: int, sub_fetch: bool
@@ -608,6 +742,14 @@ class _Analyzer:
             if re.match(r"\$\{?HOME\b", text):
                 return "outside"
             return "unknown"
+        if "{" in text and "}" in text:
+            # Brace expansion: `rm -rf {..,build}` removes the parent directory too.
+            alternatives = _brace_alternatives(text)
+            if alternatives is None:
+                return "unknown"
+            if alternatives != [text]:
+                places = [self.where(_Tok(alt), state) for alt in alternatives]
+                return min(places, key=_PLACE_SEVERITY.index)
         if text.startswith("~"):
             return "outside"
         if text.startswith("/dev/"):
@@ -632,7 +774,7 @@ class _Analyzer:
             return "inside" if glob else "root"
         if path.is_relative_to(self.root):
             rel = path.relative_to(self.root).parts
-            return "git" if any(p.lower() == ".git" for p in rel) else "inside"
+            return "git" if any(is_git_dir_name(p) for p in rel) else "inside"
         if str(path).startswith("/dev/"):
             return "inside" if str(path) in _HARMLESS_DEVICES else "device"
         if any(path == Path(t) or path.is_relative_to(t) for t in _TEMP_DIRS):
@@ -780,42 +922,95 @@ class _Analyzer:
         return verdict
 
     def prog_sed(self, args: list[_Tok], state: _State) -> Verdict:
-        scripts: list[str] = []
-        positional: list[str] = []
-        it = iter(a.text for a in args)
-        for text in it:
-            if (
-                text.startswith("-i")
-                or text.startswith("--in-place")
-                or (text.startswith("-") and not text.startswith("--") and "i" in text[1:])
-            ):
+        scripts: list[_Tok] = []
+        positional: list[_Tok] = []
+        sandbox = False
+        it = iter(args)
+        for arg in it:
+            text = arg.text
+            if arg.dynamic and text.startswith("-"):
+                return _approval("the sed options are only known at run time")
+            if text == "--sandbox":  # GNU sed refuses w, e and r then
+                sandbox = True
+            elif text.startswith("--in-place") or text == "-i":
                 return _approval("sed -i edits files in place")
-            if text in ("-e", "--expression"):
-                scripts.append(next(it, ""))
-            elif text.startswith("--expression="):
-                scripts.append(text.split("=", 1)[1])
-            elif text in ("-f", "--file") or text.startswith("--file="):
+            elif text in ("--expression", "-e") or text.startswith("--expression="):
+                script = text.split("=", 1)[1] if "=" in text else None
+                scripts.append(_Tok(script) if script is not None else next(it, _Tok("")))
+            elif text in ("--file", "-f") or text.startswith("--file="):
                 return _approval("sed runs a script file")
-            elif not text.startswith("-"):
-                positional.append(text)
+            elif text.startswith("--"):
+                continue
+            elif text.startswith("-") and len(text) > 1:
+                # A cluster of short options: e, f and l take the rest (or the next word).
+                for k, flag in enumerate(text[1:], start=1):
+                    if flag == "i":
+                        return _approval("sed -i edits files in place")
+                    if flag == "f":
+                        return _approval("sed runs a script file")
+                    if flag == "e":
+                        rest = text[k + 1 :]
+                        scripts.append(_Tok(rest) if rest else next(it, _Tok("")))
+                        break
+                    if flag == "l":
+                        if not text[k + 1 :]:
+                            next(it, None)
+                        break
+            else:
+                positional.append(arg)
         if not scripts and positional:
             scripts.append(positional[0])
-        # The w/W commands (and the w flag of s///) write files; e executes commands.
-        if any(re.search(r"(^|[;{}\n]|/[gIimMpe0-9]*)\s*[wWe]\b", s) for s in scripts):
-            return _approval("the sed script writes files or runs commands")
+        if sandbox:
+            return _OK
+        for script in scripts:
+            if script.dynamic:
+                return _approval("the sed script is only known at run time")
+            danger = _sed_danger(script.text)
+            if danger:
+                return _approval(f"the sed script {danger}")
         return _OK
 
     def prog_awk(self, args: list[_Tok], state: _State) -> Verdict:
-        texts = [a.text for a in args]
-        if "-f" in texts or "-i" in texts or any(t.startswith("--file") for t in texts):
-            return _approval("awk runs a script file or edits in place")
-        program = next(
-            (t for k, t in enumerate(texts)
-             if not t.startswith("-") and (k == 0 or texts[k - 1] not in ("-F", "-v"))),
-            "",
-        )  # fmt: skip
-        if re.search(r"system\s*\(|[|>]|getline", program):
-            return _approval("the awk program writes files or runs commands")
+        programs: list[_Tok] = []
+        sandbox = False
+        k = 0
+        while k < len(args):
+            arg, text = args[k], args[k].text
+            if arg.dynamic and text.startswith("-"):
+                return _approval("the awk options are only known at run time")
+            if text == "--":
+                k += 1
+                break
+            if text in ("-S", "--sandbox"):  # gawk: no system(), no redirection
+                sandbox = True
+            elif text in ("-F", "-v", "--field-separator", "--assign"):
+                k += 1
+            elif text.startswith(("-F", "-v", "--field-separator=", "--assign=")):
+                pass
+            elif text in ("-e", "--source"):
+                k += 1
+                if k < len(args):
+                    programs.append(args[k])
+            elif text.startswith("--source="):
+                programs.append(_Tok(text.split("=", 1)[1], dynamic=arg.dynamic))
+            elif text in ("-b", "-c", "-P", "-r", "-s", "-n", "-N", "-t", "--posix",
+                          "--traditional", "--characters-as-bytes", "--re-interval"):  # fmt: skip
+                pass
+            elif text.startswith("-") and text != "-":
+                # -f/-i/-l/-E (script files, in-place, extensions), mawk -W exec …
+                return _approval(f"awk {text} runs a script file, an extension or edits in place")
+            else:
+                break
+            k += 1
+        if not programs and k < len(args):
+            programs.append(args[k])
+        if sandbox:
+            return _OK
+        for program in programs:
+            if program.dynamic:
+                return _approval("the awk program is only known at run time")
+            if re.search(r"system\s*\(|[|>]|getline|@load|@include", program.text):
+                return _approval("the awk program writes files or runs commands")
         return _OK
 
     prog_gawk = prog_mawk = prog_nawk = prog_awk
@@ -827,6 +1022,8 @@ class _Analyzer:
             for t in texts
         ):
             return _approval("sort -o writes a file")
+        if any(t.startswith("--compress-prog") for t in texts):
+            return _approval("sort --compress-program runs a program")
         return _OK
 
     def prog_uniq(self, args: list[_Tok], state: _State) -> Verdict:
@@ -872,6 +1069,103 @@ class _Analyzer:
             return _forbid("crontab -r deletes every scheduled job")
         return _OK if [a.text for a in args] == ["-l"] else _approval("it changes scheduled jobs")
 
+    def prog_export(self, args: list[_Tok], state: _State) -> Verdict:
+        verdicts = []
+        for arg in args:
+            if arg.text.startswith("-"):
+                if "f" in arg.text[1:]:
+                    verdicts.append(_approval("it exports shell functions"))
+                continue
+            # `export NAME` exports a value set earlier, so the name matters even without '='.
+            verdicts.append(_assignment_verdict(arg.text if "=" in arg.text else arg.text + "="))
+        return _worst(verdicts)
+
+    prog_declare = prog_typeset = prog_local = prog_readonly = prog_export
+
+    def prog_alias(self, args: list[_Tok], state: _State) -> Verdict:
+        if any("=" in a.text for a in args):
+            return _approval("it defines an alias, which changes what a command name runs")
+        return _OK
+
+    def prog_shopt(self, args: list[_Tok], state: _State) -> Verdict:
+        if "expand_aliases" in [a.text for a in args]:
+            return _approval("it makes aliases change what command names run")
+        return _OK
+
+    def prog_hash(self, args: list[_Tok], state: _State) -> Verdict:
+        if any(a.text.startswith("-") and "p" in a.text for a in args):
+            return _approval("hash -p changes which program a command name runs")
+        return _OK
+
+    def prog_history(self, args: list[_Tok], state: _State) -> Verdict:
+        if not args:
+            return _OK
+        options, operands = _split_options(args)
+        if any(set(o[1:]) & {"w", "a"} for o in options if not o.startswith("--")):
+            # `history -w FILE` overwrites FILE with the (empty) history of this shell.
+            return _worst(
+                [self.writes(operands, state, "it writes a file"), _approval("it writes a file")]
+            )
+        return _approval("it changes the shell history")
+
+    def prog_man(self, args: list[_Tok], state: _State) -> Verdict:
+        risky = ("-P", "--pager", "-H", "--html", "-X", "--gxditview", "-C", "--config-file")
+        if any(a.text.startswith(risky) for a in args):
+            return _approval("man runs the pager, browser or configuration it is given")
+        return _OK
+
+    def prog_info(self, args: list[_Tok], state: _State) -> Verdict:
+        risky = ("-o", "--output", "--dribble", "--init-file")
+        if any(a.text.startswith(risky) for a in args):
+            return _approval("info writes or reads a file it is given")
+        return _OK
+
+    def prog_less(self, args: list[_Tok], state: _State) -> Verdict:
+        risky = ("-o", "-O", "--log-file", "--LOG-FILE", "-k", "--lesskey", "+")
+        if any(a.text.startswith(risky) for a in args):
+            return _approval("less writes a log file or runs commands it is given")
+        return _OK
+
+    prog_more = prog_less
+
+    def prog_shuf(self, args: list[_Tok], state: _State) -> Verdict:
+        for k, arg in enumerate(args):
+            if arg.text in ("-o", "--output") and k + 1 < len(args):
+                return self.writes([args[k + 1]], state, "shuf -o writes a file")
+            if arg.text.startswith("--output="):
+                target = _Tok(arg.text.split("=", 1)[1], dynamic=arg.dynamic)
+                return self.writes([target], state, "shuf -o writes a file")
+            if arg.text.startswith("-o") and len(arg.text) > 2:
+                return self.writes([_Tok(arg.text[2:])], state, "shuf -o writes a file")
+        return _OK
+
+    def prog_file(self, args: list[_Tok], state: _State) -> Verdict:
+        if any(a.text in ("-C", "--compile") for a in args):
+            return _approval("file -C writes a compiled magic file")
+        return _OK
+
+    def prog_ag(self, args: list[_Tok], state: _State) -> Verdict:
+        if any(a.text.startswith(("--pager", "--output", "--ackrc")) for a in args):
+            return _approval("it runs the pager or Perl code it is given")
+        return _OK
+
+    prog_ack = prog_ag
+
+    def prog_cloc(self, args: list[_Tok], state: _State) -> Verdict:
+        writing = ("--out", "--report-file", "--sql", "-o", "--output")
+        if any(a.text.startswith(writing) for a in args):
+            return _approval("it writes a report file")
+        return _OK
+
+    prog_scc = prog_cloc
+
+    def prog_dmesg(self, args: list[_Tok], state: _State) -> Verdict:
+        changing = {"-c", "-C", "-D", "-E", "-n", "--clear", "--read-clear", "--console-off",
+                    "--console-on", "--console-level"}  # fmt: skip
+        if any(a.text in changing or a.text.startswith("--console") for a in args):
+            return _approval("it changes the kernel log")
+        return _OK
+
     def prog_pip(self, args: list[_Tok], state: _State) -> Verdict:
         texts = [a.text for a in args if not a.text.startswith("-")]
         if texts[:1] in (["list"], ["show"], ["freeze"], ["check"], ["help"]):
@@ -888,25 +1182,75 @@ class _Analyzer:
 
     # -- git ------------------------------------------------------------------------------------
 
-    def git(self, args: list[_Tok], state: _State) -> Verdict:
+    def git(self, args: list[_Tok], state: _State, depth: int = 0) -> Verdict:
         extra: list[Verdict] = []
+        aliases: dict[str, str] = {}
         i = 0
         while i < len(args) and args[i].text.startswith("-"):
             opt = args[i].text
-            if opt in ("-c", "--config-env") or opt.startswith("--exec-path"):
+            if opt.startswith(("-c", "--config-env", "--exec-path")):
                 extra.append(_approval("git -c / --exec-path can make git run arbitrary commands"))
+                setting = args[i + 1].text if opt == "-c" and i + 1 < len(args) else opt[2:]
+                name, _, value = setting.partition("=")
+                if name.lower().startswith("alias."):
+                    aliases[name[6:].lower()] = value
             i += 2 if opt in ("-C", "-c", "--git-dir", "--work-tree", "--namespace",
                               "--config-env", "--super-prefix") else 1  # fmt: skip
         if i >= len(args):
             return _worst([_OK, *extra])
-        sub = args[i].text
+        if args[i].dynamic:
+            return _worst([_approval("the git command is only known at run time"), *extra])
+        sub = args[i].text.lower()  # git-PUSH is git-push on a case-insensitive disk
         rest = [a.text for a in args[i + 1 :]]
-        return _worst([self.git_subcommand(sub, rest, args[i + 1 :], state), *extra])
+        verdict = self.git_subcommand(sub, rest, args[i + 1 :], state)
+        expansion = aliases.get(sub)
+        if expansion is None and not verdict.read_only and sub not in _GIT_BUILTINS:
+            expansion = self.git_alias(sub)
+        if expansion is not None:
+            # An alias is what it expands to: `git -c alias.p=push p` is git push.
+            verdict = _worst([verdict, self.git_alias_verdict(expansion, rest, state, depth)])
+        return _worst([verdict, *extra])
+
+    def git_alias(self, name: str) -> str | None:
+        """The repository's (or the user's) alias `name`, read with git itself."""
+        if name not in self._git_aliases:
+            try:
+                proc = subprocess.run(
+                    ["git", "config", "--get", f"alias.{name}"],
+                    cwd=self.root,
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                    env={**os.environ, "GIT_PAGER": "cat", "GIT_TERMINAL_PROMPT": "0"},
+                )
+                found = proc.stdout.strip() if proc.returncode == 0 else None
+            except (OSError, subprocess.TimeoutExpired):
+                found = None
+            self._git_aliases[name] = found or None
+        return self._git_aliases[name]
+
+    def git_alias_verdict(
+        self, expansion: str, rest: list[str], state: _State, depth: int
+    ) -> Verdict:
+        if depth > 3:
+            return _approval("git aliases nest too deeply to check")
+        if expansion.startswith("!"):
+            return self.script(expansion[1:] + " " + " ".join(rest), state, depth + 2).verdict
+        try:
+            words = _lex(expansion, [])
+        except _ParseError:
+            return _approval("the git alias could not be parsed")
+        return self.git([*words, *(_Tok(r) for r in rest)], state, depth + 1)
 
     def git_subcommand(
         self, sub: str, rest: list[str], rest_toks: list[_Tok], state: _State
     ) -> Verdict:
         flags = {r for r in rest if r.startswith("-")}
+        # git accepts unambiguous abbreviations of long options: `--har` is `--hard`.
+        for r in rest:
+            name = r.split("=", 1)[0]
+            if name.startswith("--") and len(name) >= 4:
+                flags.update(f for f in _GIT_LONG_OPTIONS if f.startswith(name))
         short = "".join(r[1:] for r in rest if r.startswith("-") and not r.startswith("--"))
         if sub in ("push", "send-pack"):
             return _forbid("git push publishes commits to a remote")
@@ -947,11 +1291,28 @@ class _Analyzer:
             )
         if sub in ("filter-branch", "filter-repo"):
             return _forbid(f"git {sub} rewrites history")
+        if sub == "prune":
+            return _forbid("git prune deletes unreachable objects for good")
+        if sub == "submodule" and rest[:1] == ["foreach"]:
+            command = [r for r in rest[1:] if r not in ("--recursive", "-q", "--quiet")]
+            inner = self.script(" ".join(command), state, 1).verdict
+            return _worst([inner, _approval("git submodule foreach runs a command in each")])
+        if sub == "bisect" and rest[:1] == ["run"] and len(rest_toks) > 1:
+            inner = self.program(rest_toks[1:], state, [], 1).verdict
+            return _worst([inner, _approval("git bisect run runs a command")])
+        if sub == "rebase":
+            scripts = [
+                rest[k + 1]
+                for k, r in enumerate(rest[:-1])
+                if r in ("-x", "--exec") or (r.startswith("--exe") and "=" not in r)
+            ] + [r.split("=", 1)[1] for r in rest if r.startswith("--exe") and "=" in r]
+            verdicts = [self.script(c, state, 1).verdict for c in scripts]
+            return _worst([*verdicts, _approval("git rebase rewrites commits")])
         if sub == "reflog":
             if rest[:1] in (["expire"], ["delete"]):
                 return _forbid("it deletes reflog entries, the last way to recover lost commits")
             return _OK
-        if sub == "gc" and any(r.startswith("--prune") for r in rest):
+        if sub == "gc" and "--prune" in flags:
             return _forbid("git gc --prune deletes unreachable objects for good")
         if sub == "update-ref" and ({"-d", "--delete"} & flags):
             return _forbid("git update-ref -d deletes a ref")
@@ -975,12 +1336,43 @@ class _Analyzer:
             )
         if sub == "config":
             reading = {"--get", "--get-all", "--get-regexp", "--list", "-l", "get", "list"}
+            writing = {"--unset", "--unset-all", "--remove-section", "--rename-section", "--add",
+                       "--replace-all", "--edit", "-e", "set", "unset", "edit", "rename-section",
+                       "remove-section"}  # fmt: skip
             positional = [r for r in rest if not r.startswith("-")]
-            if set(rest) & reading or len(positional) == 1:
+            if positional and positional[0].lower().startswith("alias.") and len(positional) > 1:
+                defined = self.git_alias_verdict(" ".join(positional[1:]), [], state, 1)
+                if defined.forbidden:
+                    return _forbid(
+                        f"it defines a git alias for a destructive command ({defined.reason})"
+                    )
+            if not set(rest) & writing and (set(rest) & reading or len(positional) == 1):
                 return _OK
             return _approval("git config changes configuration")
-        if sub == "diff" and any(r.startswith("--output") for r in rest):
-            return _approval("git diff --output writes a file")
+        if "--output" in flags or any(r.startswith("--output") for r in rest):
+            targets = [_Tok(r.split("=", 1)[1]) for r in rest if r.startswith("--o") and "=" in r]
+            targets += [
+                _Tok(rest[k + 1])
+                for k, r in enumerate(rest[:-1])
+                if len(r) >= 4 and "--output".startswith(r)
+            ]
+            reason = f"git {sub} --output writes a file"
+            return _worst([self.writes(targets, state, reason), _approval(reason)])
+        if sub == "grep" and any(
+            r.startswith("--open-files-in-pager") or (r.startswith("-O") and not r.startswith("--"))
+            for r in rest
+        ):
+            return _approval("git grep -O opens the files in a program it is given")
+        if sub == "ls-remote" and any(r.startswith(("--upload-pack", "-u")) for r in rest):
+            return _approval("git ls-remote --upload-pack runs a program")
+        if sub == "fsck" and any(r.startswith("--lost-found") for r in rest):
+            return _approval("git fsck --lost-found writes into .git")
+        if sub == "rm":
+            forced = "f" in short or "--force" in flags
+            paths = [_Tok(r) for r in rest if not r.startswith("-")]
+            if forced and any(self.where(t, state) in ("root", "outside") for t in paths):
+                return _forbid("git rm -f of the whole tree discards every uncommitted change")
+            return _approval("git rm deletes files")
         if sub in ("worktree", "submodule", "notes") and rest[:1] in (
             [],
             ["list"],
@@ -1010,3 +1402,138 @@ def _split_options(
         else:
             operands.append(arg)
     return options, operands
+
+
+_SED_SIMPLE = set("=dDgGhHlLnNpPxzF")
+
+
+def _sed_danger(script: str) -> str | None:
+    """What a sed script does beyond printing: 'writes files', 'runs commands', or that it
+    could not be read (then it is not trusted). Follows GNU sed's grammar: addresses, `!`,
+    blocks, and the commands whose arguments run to the end of the line."""
+    i, n = 0, len(script)
+
+    def regex_end(start: int, delim: str) -> int:
+        """Index of the closing `delim` of a regex or replacement starting at `start`."""
+        j = start
+        while j < n:
+            if script[j] == "\\":
+                j += 2
+                continue
+            if script[j] == delim:
+                return j
+            j += 1
+        raise ValueError("unterminated")
+
+    def address(j: int) -> int:
+        if j < n and script[j] in "/\\":
+            delim = "/"
+            if script[j] == "\\":
+                if j + 1 >= n:
+                    raise ValueError("bad address")
+                delim, j = script[j + 1], j + 1
+            j = regex_end(j + 1, delim) + 1
+            while j < n and script[j] in "IM":
+                j += 1
+            return j
+        while j < n and (script[j].isdigit() or script[j] in "$~+"):
+            j += 1
+        return j
+
+    try:
+        while i < n:
+            while i < n and script[i] in " \t\n;":
+                i += 1
+            if i >= n:
+                break
+            if script[i] == "#":
+                end = script.find("\n", i)
+                i = n if end == -1 else end
+                continue
+            i = address(i)
+            if i < n and script[i] == ",":
+                i = address(i + 1)
+            while i < n and script[i] in " \t!":
+                i += 1
+            if i >= n:
+                raise ValueError("address without command")
+            cmd = script[i]
+            i += 1
+            if cmd in "{}":
+                continue
+            if cmd in "wW":
+                return "writes files"
+            if cmd == "e":
+                return "runs commands"
+            if cmd in "aicrR:btTv":
+                # Text, file name or label: up to the end of the line (labels also end at ';').
+                while i < n and script[i] != "\n" and not (cmd in "btT:v" and script[i] == ";"):
+                    i += 2 if script[i] == "\\" else 1
+                continue
+            if cmd in "qQ":
+                while i < n and script[i] in " \t0123456789":
+                    i += 1
+                continue
+            if cmd in _SED_SIMPLE:
+                while i < n and script[i].isdigit():  # l 40, L 40
+                    i += 1
+                continue
+            if cmd in "sy":
+                if i >= n or script[i] in "\\\n":
+                    raise ValueError("bad delimiter")
+                delim = script[i]
+                i = regex_end(i + 1, delim)
+                i = regex_end(i + 1, delim) + 1
+                if cmd == "s":
+                    while i < n and script[i] not in " \t\n;}#":
+                        if script[i] == "w":
+                            return "writes files"
+                        if script[i] == "e":
+                            return "runs commands"
+                        if script[i] not in "gpiImM0123456789":
+                            raise ValueError("unknown flag")
+                        i += 1
+                continue
+            raise ValueError(f"unknown command {cmd!r}")
+    except ValueError:
+        return "could not be checked"
+    return None
+
+
+# The worst place first: where a brace expansion (or any list of targets) counts as its worst.
+_PLACE_SEVERITY = ("device", "root", "outside", "git", "temp", "unknown", "inside")
+
+
+def _brace_alternatives(word: str) -> list[str] | None:
+    """The words bash's brace expansion makes of `word` ([word] when it has none); None for
+    sequence expressions (`{1..9}`) and anything too intricate to expand here."""
+    depth, start = 0, -1
+    for k, ch in enumerate(word):
+        if ch == "{":
+            if depth == 0:
+                start = k
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                body = word[start + 1 : k]
+                parts, level, last = [], 0, 0
+                for j, c in enumerate(body):
+                    level += (c == "{") - (c == "}")
+                    if c == "," and level == 0:
+                        parts.append(body[last:j])
+                        last = j + 1
+                parts.append(body[last:])
+                if len(parts) == 1:
+                    if ".." in body:
+                        return None
+                    continue  # `{}` or `{x}`: literal braces
+                head, tail = word[:start], word[k + 1 :]
+                out: list[str] = []
+                for part in parts:
+                    expanded = _brace_alternatives(head + part + tail)
+                    if expanded is None or len(out) > 64:
+                        return None
+                    out.extend(expanded)
+                return out
+    return [word]

@@ -6,7 +6,7 @@ import codecs
 from typing import Any
 
 from tools.base import Observation, Tool, ToolError
-from tools.paths import resolve_repo_path
+from tools.paths import require_regular_file, resolve_repo_path
 from tools.textfile import BinaryFileError, atomic_write, load_text, unified_diff
 
 MAX_CONTENT_CHARS = 10 * 1024 * 1024
@@ -39,6 +39,7 @@ class WriteFile(Tool):
         before: str | None = None
         notes: list[str] = []
         if target.abs.exists():
+            require_regular_file(target)
             try:
                 existing = load_text(target.abs)
             except BinaryFileError:

@@ -90,6 +90,8 @@ def ping(settings: Settings) -> dict[str, Any]:
     """GET {base_url}/models with the configured key: does the server answer and accept the key?"""
     import httpx
 
+    from agent.providers.openai_compat import scrub_key
+
     if settings.provider not in ("deepseek", "openai") or not settings.base_url:
         return {"ok": False, "detail": "nothing to ping (no API provider selected)"}
     headers = {}
@@ -101,7 +103,8 @@ def ping(settings: Settings) -> dict[str, Any]:
             url, headers=headers, timeout=settings.connect_timeout, follow_redirects=False
         )
     except httpx.HTTPError as exc:
-        return {"ok": False, "url": url, "detail": f"{type(exc).__name__}: {exc}"}
+        detail = scrub_key(f"{type(exc).__name__}: {exc}", settings.api_key)
+        return {"ok": False, "url": url, "detail": detail}
     detail = f"HTTP {resp.status_code}"
     if resp.status_code == 200:
         try:
@@ -111,10 +114,11 @@ def ping(settings: Settings) -> dict[str, Any]:
             pass
     elif resp.status_code in (401, 403):
         detail += f"; the key was rejected: set {settings.api_key_env}"
-    text = detail
-    if settings.api_key is not None:
-        text = text.replace(settings.api_key.reveal(), settings.api_key.masked())
-    return {"ok": resp.status_code == 200, "url": url, "detail": text}
+    return {
+        "ok": resp.status_code == 200,
+        "url": url,
+        "detail": scrub_key(detail, settings.api_key),
+    }
 
 
 def diagnose(

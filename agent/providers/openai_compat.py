@@ -19,9 +19,11 @@ context length, other 4xx.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -34,7 +36,7 @@ from httpx_sse import EventSource
 
 from agent import __version__
 from agent.config import Prices, Secret, Settings
-from agent.errors import ProviderError
+from agent.errors import ConfigError, ProviderError
 from agent.providers.base import (
     COMPLETE_OPTIONS,
     AuthError,
@@ -87,32 +89,69 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
     if when is None:
         return None
+    if when.tzinfo is None:  # "-0000" parses as naive; HTTP-dates are always GMT
+        when = when.replace(tzinfo=datetime.UTC)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def retry_after_from(headers: httpx.Headers) -> float | None:
+    """Retry-After, or OpenAI's finer `retry-after-ms` when it is present and sane."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            value = float(ms) / 1000
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return max(0.0, value)
+    return parse_retry_after(headers.get("retry-after"))
 
 
 def parse_usage(raw: dict[str, Any] | None) -> Usage:
     """DeepSeek's prompt_cache_hit_tokens, or OpenAI's prompt_tokens_details.cached_tokens."""
-    if not raw:
+    if not isinstance(raw, dict) or not raw:
         return Usage()
-    prompt = int(raw.get("prompt_tokens") or 0)
-    output = int(raw.get("completion_tokens") or 0)
+    prompt = _count(raw.get("prompt_tokens"))
+    output = _count(raw.get("completion_tokens"))
     if raw.get("prompt_cache_hit_tokens") is not None:
-        cached = int(raw["prompt_cache_hit_tokens"])
+        cached = _count(raw["prompt_cache_hit_tokens"])
         if not prompt:
-            prompt = cached + int(raw.get("prompt_cache_miss_tokens") or 0)
+            prompt = cached + _count(raw.get("prompt_cache_miss_tokens"))
     else:
-        details = raw.get("prompt_tokens_details") or {}
-        cached = int(details.get("cached_tokens") or 0)
+        details = raw.get("prompt_tokens_details")
+        cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
     return Usage(prompt, min(cached, prompt) if prompt else cached, output)
+
+
+def _count(value: Any) -> int:
+    """A token count from a server; anything that is not a sane number counts as 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0
+    return max(0, int(value))
+
+
+def estimate_usage(request_bytes: int, reply: Reply) -> Usage:
+    """Usage for a server that reported none: ~4 bytes per token, flagged as an estimate.
+
+    Rounded up, so a cost limit errs towards stopping early rather than overspending."""
+    out_chars = len(reply.text) + len(reply.reasoning)
+    out_chars += sum(len(c.name) + len(c.raw_arguments) for c in reply.tool_calls)
+    return Usage(
+        input_tokens=-(-request_bytes // 4),
+        output_tokens=-(-out_chars // 4),
+        estimated=True,
+    )
 
 
 _CTX_LIMIT = re.compile(r"maximum context length is (\d+)")
@@ -230,6 +269,12 @@ class OpenAICompatProvider:
         self.name = name
         self.model = model
         self.base_url = base_url.rstrip("/")
+        if api_key is not None and not re.fullmatch(r"[\x21-\x7e]+", api_key.reveal()):
+            # httpx would refuse the header and quote it, key included, in its error message.
+            raise ConfigError(
+                f"the {name} API key ({key_source or 'as configured'}) contains spaces, control or "
+                "non-ASCII characters and cannot be sent (the value is not shown); copy it again"
+            )
         self._key = api_key
         self.api_key_env = api_key_env
         self.key_source = key_source
@@ -362,7 +407,28 @@ class OpenAICompatProvider:
     ) -> Reply:
         body = self.build_body(messages, tools, **options)
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        return self._with_retries(data, bool(body["stream"]), stream_to)
+        try:
+            reply = self._with_retries(data, bool(body["stream"]), stream_to)
+        except BadRequest as exc:
+            # Some OpenAI-compatible servers reject stream_options; ask once more without it
+            # (usage is then estimated unless the server sends it anyway) and remember.
+            if "stream_options" not in body or "stream_options" not in exc.message:
+                raise
+            log.info("%s rejected stream_options; retrying without it", self.name)
+            self.stream_usage = False
+            del body["stream_options"]
+            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+            reply = self._with_retries(data, True, stream_to)
+        if reply.usage == Usage():
+            # No usage from the server: an estimate keeps --max-cost and the cost report honest.
+            reply.usage = estimate_usage(len(data), reply)
+            log.info(
+                "%s sent no token usage; estimated %d input / %d output tokens",
+                self.name,
+                reply.usage.input_tokens,
+                reply.usage.output_tokens,
+            )
+        return reply
 
     # -- retries
     def _backoff(self, attempt: int) -> float:
@@ -425,9 +491,7 @@ class OpenAICompatProvider:
         return headers
 
     def _scrub(self, text: str) -> str:
-        if self._key is not None and self._key.reveal() and self._key.reveal() in text:
-            text = text.replace(self._key.reveal(), self._key.masked())
-        return text
+        return scrub_key(text, self._key)
 
     def _attempt(self, data: bytes, stream: bool, sink: StreamSink | None) -> Reply:
         url = f"{self.base_url}/chat/completions"
@@ -509,7 +573,7 @@ class OpenAICompatProvider:
         if status in RETRY_STATUSES:
             return _Retry(
                 f"HTTP {status}: {message}",
-                retry_after=parse_retry_after(resp.headers.get("retry-after")),
+                retry_after=retry_after_from(resp.headers),
                 kind="rate_limit" if status == 429 else "unavailable",
             )
         if status == 404:
@@ -570,7 +634,7 @@ class OpenAICompatProvider:
     def _read_stream(self, resp: httpx.Response, sink: StreamSink | None) -> Reply:
         text: list[str] = []
         reasoning: list[str] = []
-        calls: dict[int, _CallParts] = {}
+        calls = _CallAssembler()
         finish: str | None = None
         usage_raw: dict[str, Any] | None = None
         model = self.model
@@ -606,27 +670,37 @@ class OpenAICompatProvider:
                         kind="stream",
                         streamed=streamed,
                     )
-                model = chunk.get("model") or model
-                if chunk.get("usage"):
+                if isinstance(chunk.get("model"), str):
+                    model = chunk["model"] or model
+                if isinstance(chunk.get("usage"), dict) and chunk["usage"]:
                     usage_raw = chunk["usage"]
-                for choice in chunk.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    piece = delta.get("reasoning_content") or delta.get("reasoning")
-                    if piece:
-                        reasoning.append(piece)
-                        streamed = True
-                        if on_reasoning:
-                            on_reasoning(piece)
-                    piece = delta.get("content")
-                    if piece:
-                        text.append(piece)
-                        streamed = True
-                        if on_text:
-                            on_text(piece)
-                    for tc in delta.get("tool_calls") or []:
-                        self._add_call_delta(calls, tc)
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
+                try:
+                    for choice in chunk.get("choices") or []:
+                        delta = choice.get("delta") or {}
+                        piece = delta.get("reasoning_content") or delta.get("reasoning")
+                        if isinstance(piece, str) and piece:
+                            reasoning.append(piece)
+                            streamed = True
+                            if on_reasoning:
+                                on_reasoning(piece)
+                        piece = delta.get("content")
+                        if isinstance(piece, str) and piece:
+                            text.append(piece)
+                            streamed = True
+                            if on_text:
+                                on_text(piece)
+                        for tc in delta.get("tool_calls") or []:
+                            calls.add(tc)
+                        if choice.get("finish_reason"):
+                            finish = str(choice["finish_reason"])
+                except (AttributeError, TypeError) as exc:
+                    # A chunk of the wrong shape: the answer cannot be trusted; ask again.
+                    raise _Retry(
+                        f"the stream carried a malformed chunk after {chunks - 1} chunk(s) "
+                        f"({type(exc).__name__})",
+                        kind="stream",
+                        streamed=streamed,
+                    ) from None
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
             if finish is None:
                 raise _Retry(
@@ -649,7 +723,7 @@ class OpenAICompatProvider:
             )
         tool_calls = [
             ToolCall.parse(parts.id or self._new_call_id(), parts.name, "".join(parts.args))
-            for _, parts in sorted(calls.items())
+            for parts in calls.ordered()
         ]
         return Reply(
             text="".join(text),
@@ -660,27 +734,63 @@ class OpenAICompatProvider:
             model=model,
         )
 
-    @staticmethod
-    def _add_call_delta(calls: dict[int, _CallParts], tc: dict[str, Any]) -> None:
+
+class _CallAssembler:
+    """Tool-call deltas into whole calls: keyed by `index`, ids and names arriving once.
+
+    Servers differ: some omit `index` (match by id, else a new id starts a new call, else the
+    last call continues); a few give every call index 0 with distinct ids, which must not be
+    glued into one call with arguments like `{...}{...}`."""
+
+    def __init__(self) -> None:
+        self._slots: list[_CallParts] = []
+        self._by_index: dict[int, int] = {}  # server index -> slot
+
+    def ordered(self) -> list[_CallParts]:
+        return list(self._slots)  # in order of first appearance, which is index order
+
+    def _new(self) -> int:
+        self._slots.append(_CallParts())
+        return len(self._slots) - 1
+
+    def add(self, tc: dict[str, Any]) -> None:
         index = tc.get("index")
-        tc_id = tc.get("id")
-        if not isinstance(index, int):
-            # Servers that omit the index: match by id, else a new id starts a new call, else the last one.
-            match = next((i for i, p in calls.items() if tc_id and p.id == tc_id), None)
-            if match is not None:
-                index = match
-            elif tc_id or not calls:
-                index = len(calls)
-            else:
-                index = max(calls)
-        parts = calls.setdefault(index, _CallParts())
+        tc_id = tc.get("id") if isinstance(tc.get("id"), str) else None
+        by_id = (
+            next((k for k, p in enumerate(self._slots) if p.id == tc_id), None) if tc_id else None
+        )
+        if isinstance(index, int) and not isinstance(index, bool):
+            slot = self._by_index.get(index)
+            if slot is None:
+                slot = by_id if by_id is not None else self._new()
+            elif tc_id and self._slots[slot].id and self._slots[slot].id != tc_id:
+                slot = by_id if by_id is not None else self._new()  # same index, another call
+            self._by_index[index] = slot
+        elif by_id is not None:
+            slot = by_id
+        elif tc_id or not self._slots:
+            slot = self._new()
+        else:
+            slot = len(self._slots) - 1
+        parts = self._slots[slot]
         if tc_id and not parts.id:
             parts.id = tc_id
         fn = tc.get("function") or {}
-        if fn.get("name") and not parts.name:
+        if isinstance(fn.get("name"), str) and fn["name"] and not parts.name:
             parts.name = fn["name"]
         args = fn.get("arguments")
         if isinstance(args, str):
             parts.args.append(args)
         elif args is not None:  # a few servers send the arguments as an object
             parts.args.append(json.dumps(args))
+
+
+def scrub_key(text: str, key: Secret | None) -> str:
+    """`text` with the key masked, also where it appears escaped (e.g. in a repr of bytes)."""
+    if key is None or not key.reveal():
+        return text
+    value = key.reveal()
+    for form in {value, value.strip(), repr(value)[1:-1], repr(value.encode())[2:-1]}:
+        if form and form in text:
+            text = text.replace(form, key.masked())
+    return text

@@ -44,6 +44,10 @@ Faults
     Fault.disconnect()                                connection closed before any response
     Fault.slow_first_byte(seconds, Turn.text(...))    nothing is sent for `seconds`, then the turn
     Fault.garbage()                                   200 with a body that is not JSON
+    Fault.raw_sse([{...chunk...}, "text", ...])       200 with exactly these SSE `data:` events
+                                                      (dicts as JSON), for servers whose chunks
+                                                      have an odd shape; no [DONE] is added
+    Fault.status(...) / server_error / rate_limit take headers={...} (e.g. retry-after-ms)
 
 Scenario options
     usage="deepseek" (prompt_cache_hit/miss_tokens, usage in the last chunk)
@@ -197,6 +201,8 @@ class Fault:
     limit: int = 1_048_576
     completion_tokens: int = 0
     style: str = "deepseek"
+    headers: dict[str, str] = field(default_factory=dict)  # extra response headers
+    events: list[Any] = field(default_factory=list)  # raw_sse: data events, sent as given
 
     @classmethod
     def status_(
@@ -206,30 +212,50 @@ class Fault:
         *,
         retry_after: float | str | None = None,
         error_type: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Fault:
         return cls(
-            "status", status=status, message=message, retry_after=retry_after, error_type=error_type
+            "status",
+            status=status,
+            message=message,
+            retry_after=retry_after,
+            error_type=error_type,
+            headers=dict(headers or {}),
         )
 
     @classmethod
-    def rate_limit(cls, retry_after: float | str | None = 1) -> Fault:
+    def rate_limit(
+        cls, retry_after: float | str | None = 1, *, headers: dict[str, str] | None = None
+    ) -> Fault:
         return cls(
             "status",
             status=429,
             message="Rate limit reached. Please retry later.",
             retry_after=retry_after,
             error_type="rate_limit_error",
+            headers=dict(headers or {}),
         )
 
     @classmethod
-    def server_error(cls, status: int = 500, *, retry_after: float | str | None = None) -> Fault:
+    def server_error(
+        cls,
+        status: int = 500,
+        *,
+        retry_after: float | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Fault:
         return cls(
             "status",
             status=status,
             message=f"scripted upstream failure ({status})",
             retry_after=retry_after,
             error_type="server_error",
+            headers=dict(headers or {}),
         )
+
+    @classmethod
+    def raw_sse(cls, events: Iterable[Any]) -> Fault:
+        return cls("raw_sse", status=200, events=list(events))
 
     @classmethod
     def unauthorized(cls) -> Fault:
@@ -283,6 +309,7 @@ class Fault:
             "disconnect": cls.disconnect,
             "slow_first_byte": cls.slow_first_byte,
             "garbage": cls.garbage,
+            "raw_sse": cls.raw_sse,
         }
         if kind not in makers:
             raise ValueError(f"unknown fault {kind!r}; known: {sorted(makers)}")
@@ -792,7 +819,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _fault(self, req: RecordedRequest, fault: Fault) -> None:
         if fault.kind == "status":
-            headers = {}
+            headers = dict(fault.headers)
             if fault.retry_after is not None:
                 ra = fault.retry_after
                 headers["Retry-After"] = ra if isinstance(ra, str) else f"{ra:g}"
@@ -824,6 +851,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             return self._write(data)
+        if fault.kind == "raw_sse":
+            req.status = 200
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for event in fault.events:
+                data = event if isinstance(event, str) else json.dumps(event)
+                self._chunk(b"data: " + data.encode() + b"\n\n")
+            self._write(b"0\r\n\r\n")
+            req.last_byte_sent_at = time.perf_counter()
+            return None
         if fault.kind == "slow":
             self._sleep(fault.delay_s)
             assert fault.turn is not None
