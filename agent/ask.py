@@ -11,6 +11,7 @@ import prompts
 from agent.errors import UsageError
 from agent.loop import Agent, Limits, Recoverable, Run, RunResult, RunSetup, Stop, nudge
 from agent.providers.base import Reply
+from agent.undo import deferred_interrupt
 
 DEFAULT_ASK_TURNS = 20
 
@@ -89,7 +90,8 @@ def run_ask(
     except BaseException as exc:
         run.fail(exc)
         raise
-    run.finish(result, stop)
+    with deferred_interrupt(reraise=False):  # the run is over: its result stands
+        run.finish(result, stop)
     return result
 
 

@@ -23,6 +23,7 @@ from agent.undo import (
     FileChange,
     SnapshotError,
     atomic_write,
+    deferred_interrupt,
     diffstat,
     git_toplevel,
     unified_patch,
@@ -38,6 +39,9 @@ FAILURES_CAP = 6_000  # characters of failure output restated to the model per i
 FIX_OUTCOMES = {
     "turns": ("tests_failing", ExitCode.TESTS_FAILING),
     "stuck": ("tests_failing", ExitCode.TESTS_FAILING),
+    # The tests pass, but what was asked for besides could not be done (exit 1).
+    "commit": ("commit_failed", ExitCode.INTERNAL),
+    "output": ("patch_failed", ExitCode.INTERNAL),
 }
 
 
@@ -168,10 +172,11 @@ def run_fix(
     tracker = ChangeTracker(run.root, run.log.run_id)
     stop = Stop("interrupted", "interrupted (Ctrl-C)")
     try:
-        if commit and git_toplevel(run.root) is None:
-            raise UsageError(
-                "--commit needs a git repository", hint=f"{run.root} is not inside one."
-            )
+        # Bad options fail now (exit 2), before any test run or model call, never after the fix.
+        if commit:
+            check_can_commit(run.root)
+        if patch_path is not None:
+            check_patch_path(patch_path)
         from tools import detect_test_command
 
         command = setup.test_command or detect_test_command(run.root)
@@ -183,6 +188,13 @@ def run_fix(
         result.test_command = command
         before = run_tests(run, command, phase="before", iteration=0, remaining=limits.timeout_s)
         result.tests_before = result.tests_after = summary_json(before)
+        if before.exit_code in (126, 127) and before.total == 0:
+            # The shell could not start it: no edit of the code can fix that.
+            tail = "\n".join(before.output.strip().splitlines()[-5:])
+            raise UsageError(
+                f"the test command could not run (exit code {before.exit_code}): {command}",
+                hint=(tail + "\n" if tail else "") + "Pass a working one with --test-cmd.",
+            )
         if tests_pass(before):
             result.already_passing = True
             stop = Stop("done")
@@ -218,26 +230,55 @@ def run_fix(
         tracker.finalize()
         run.fail(exc)
         raise
-    agent = getattr(run, "agent", None)
-    if isinstance(agent, FixAgent):  # also after Ctrl-C: what the run got to
-        result.plan, result.iterations = agent.plan, agent.iterations
-        result.tests_after = summary_json(agent.tests)
-    result.changes = tracker.finalize()
-    result.unrestorable = tracker.unrestorable()
-    result.snapshot_ref = tracker.snapshot.ref if tracker.snapshot else None
-    result.patch = unified_patch(result.changes)
-    if patch_path is not None:
-        atomic_write(patch_path, result.patch.encode("utf-8", errors="surrogateescape"))
-        result.patch_file = str(patch_path)
-    if commit and stop.kind == "done" and result.changes:
-        try:
-            result.commit = commit_fix(run.root, result)
-        except (SnapshotError, OSError) as exc:
-            stop = Stop("commit", f"the fix works but could not be committed: {exc}")
-    run.finish(
-        result, stop, outcomes={**FIX_OUTCOMES, "commit": ("commit_failed", ExitCode.INTERNAL)}
-    )
+    # The run is over: journal, patch, commit and result are finished even if Ctrl-C arrives now
+    # (a half-done wrap-up would print a second, bare result); the run's outcome stands.
+    with deferred_interrupt(reraise=False):
+        agent = getattr(run, "agent", None)
+        if isinstance(agent, FixAgent):  # also after Ctrl-C: what the run got to
+            result.plan, result.iterations = agent.plan, agent.iterations
+            result.tests_after = summary_json(agent.tests)
+        result.changes = tracker.finalize()
+        result.unrestorable = tracker.unrestorable()
+        result.snapshot_ref = tracker.snapshot.ref if tracker.snapshot else None
+        result.patch = unified_patch(result.changes)
+        if patch_path is not None:
+            try:
+                atomic_write(patch_path, result.patch.encode("utf-8", errors="surrogateescape"))
+                result.patch_file = str(patch_path)
+            except OSError as exc:
+                failed = f"the patch could not be written to {patch_path}: {exc}"
+                stop = (
+                    Stop("output", failed)
+                    if stop.kind == "done"
+                    else Stop(stop.kind, f"{stop.message}; also, {failed}")
+                )
+        if commit and stop.kind == "done" and result.changes:
+            try:
+                result.commit = commit_fix(run.root, result)
+            except (SnapshotError, OSError) as exc:
+                stop = Stop("commit", f"the fix works but could not be committed: {exc}")
+        run.finish(result, stop, outcomes=FIX_OUTCOMES)
     return result
+
+
+def check_can_commit(root: Path) -> None:
+    top = git_toplevel(root)
+    if top is None:
+        raise UsageError("--commit needs a git repository", hint=f"{root} is not inside one.")
+    if not _git_out(["rev-parse", "--verify", "-q", "HEAD"], top, check=False):
+        raise UsageError(
+            "--commit needs a commit to build on: this repository has no commits yet",
+            hint="Commit your files first, or run without --commit (the fix stays in the "
+            "working tree; --patch FILE saves it as a diff).",
+        )
+
+
+def check_patch_path(path: Path) -> None:
+    if path.is_dir():
+        raise UsageError(f"--patch {path}: is a directory; give a file name")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and (not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK)):
+        raise UsageError(f"--patch {path}: cannot create a file in {parent}")
 
 
 # --- tests ---------------------------------------------------------------------------------

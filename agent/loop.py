@@ -103,8 +103,9 @@ class Agent:
         self.after_turn(reply, changed)
 
     def query(self) -> Reply:
+        sink = _RecordingSink(self.stream_to)
         with self._alarm():
-            reply = self.provider.complete(self.messages, self.schemas, stream_to=self.stream_to)
+            reply = self.provider.complete(self.messages, self.schemas, stream_to=sink)
         new = self.messages[self._logged :]
         self.turns += 1
         self.usage += reply.usage
@@ -119,6 +120,7 @@ class Agent:
             reply=reply.to_message(),
             finish_reason=reply.finish_reason,
             usage=reply.usage.to_dict(),
+            retries=sink.retries,  # the provider's retries before this reply (429, cut stream, ...)
         )
         self.log.emit(
             "usage", turn=self.turns, **self.usage.to_dict(), cost_usd=round(self.cost, 6)
@@ -252,6 +254,29 @@ class Agent:
             signal.signal(signal.SIGALRM, previous)
 
 
+class _RecordingSink:
+    """Passes the streamed answer on to the caller's sink and keeps the provider's retry notes,
+    so the transcript shows a 429 or a cut stream that a turn survived."""
+
+    def __init__(self, inner: StreamSink | None):
+        self.inner = inner
+        self.retries: list[str] = []
+
+    def on_text(self, delta: str) -> None:
+        if self.inner is not None:
+            self.inner.on_text(delta)
+
+    def on_reasoning(self, delta: str) -> None:
+        if self.inner is not None:
+            self.inner.on_reasoning(delta)
+
+    def on_retry(self, message: str) -> None:
+        self.retries.append(message)
+        forward = getattr(self.inner, "on_retry", None)
+        if callable(forward):
+            forward(message)
+
+
 def nudge(name: str, **values: object) -> str:
     return prompts.render(name, **values).strip()
 
@@ -300,6 +325,8 @@ class RunResult:
     elapsed_s: float = 0.0
     run_id: str = ""
     transcript: str | None = None
+    # Values to redact from anything shown (the API key from any source); never in the JSON.
+    secrets: list[str] = field(default_factory=list, repr=False, compare=False)
 
     def common_json(self, command: str) -> dict[str, Any]:
         return {
@@ -404,6 +431,8 @@ class Run:
 
     def drive(self, agent: Agent) -> Stop:
         self.agent = agent
+        # --timeout is wall clock for the whole run: the first test run and the packing count.
+        agent.started = self.log.started
         return agent.run()
 
     def finish(
@@ -424,6 +453,7 @@ class Run:
             self.log.run_id,
             str(self.log.path) if self.log.path else None,
         )
+        result.secrets = list(self.log.secrets)
         self.log.emit("result", **result.to_json())
         self.log.close()
         return result

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent.paths import state_dir
+from agent.undo import deferred_interrupt
 
 Listener = Callable[[dict[str, Any]], None]
 
@@ -54,11 +55,18 @@ def redact(obj: Any, extra: Iterable[str] = ()) -> Any:
     return _redact(obj, secret_values(extra))
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _redact(obj: Any, secrets_: list[str]) -> Any:
     if isinstance(obj, str):
         for value in secrets_:
             if value in obj:
                 obj = obj.replace(value, "***")
+        # Bytes that are not UTF-8 (a Latin-1 file's diff) arrive as lone surrogates, which no
+        # UTF-8 output can hold: show them as U+FFFD. The --patch file keeps the exact bytes.
+        if not obj.isascii() and _SURROGATE.search(obj):
+            obj = _SURROGATE.sub("\ufffd", obj)
         return obj
     if isinstance(obj, dict):
         return {k: _redact(v, secrets_) for k, v in obj.items()}
@@ -112,6 +120,11 @@ class Transcript:
             )
             self.path = None
 
+    @property
+    def secrets(self) -> list[str]:
+        """The values this transcript redacts (credential-looking environment values, the key)."""
+        return list(self._secrets)
+
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
@@ -123,11 +136,14 @@ class Transcript:
         }
         record.update(data)
         record = _redact(record, self._secrets)
-        if self._file is not None:
-            self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-            self._file.flush()
-        for listener in self._listeners:
-            listener(record)
+        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        # A Ctrl-C must not tear a line in half (the transcript and stdout stay valid JSONL).
+        with deferred_interrupt():
+            if self._file is not None:
+                self._file.write(line)
+                self._file.flush()
+            for listener in self._listeners:
+                listener(record)
         return record
 
     def status(self, text: str) -> None:
@@ -148,10 +164,9 @@ def jsonl_listener(stream: TextIO | None = None, cap: int = STREAM_STRING_CAP) -
         if record.get("_transient"):
             return
         out = stream or sys.stdout
-        out.write(
-            json.dumps(_elide(record, cap), ensure_ascii=False, separators=(",", ":"), default=str)
-            + "\n"
-        )
+        # The result is the same object as with --output-format json: never shortened.
+        shown = record if record.get("event") == "result" else _elide(record, cap)
+        out.write(json.dumps(shown, ensure_ascii=False, separators=(",", ":"), default=str) + "\n")
         out.flush()
 
     return listen

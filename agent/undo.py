@@ -17,6 +17,7 @@ the files the fix created), and refuses if one of them changed again since the f
 
 from __future__ import annotations
 
+import base64
 import difflib
 import hashlib
 import json
@@ -29,6 +30,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,26 +52,38 @@ class SnapshotError(V4CodeError):
 # --- interrupt safety ---------------------------------------------------------------------
 
 
+_held: list[int] | None = None  # signals caught by the outermost deferred_interrupt block
+
+
 @contextmanager
-def deferred_interrupt() -> Iterator[None]:
+def deferred_interrupt(*, reraise: bool = True) -> Iterator[list[int]]:
     """Hold Ctrl-C (and SIGTERM) until the block ends, so no file is left half-written.
 
-    Only possible in the main thread (signal handlers live there); elsewhere a no-op.
+    Yields the list of signals that arrived meanwhile. At the end of the outermost block a held
+    signal becomes KeyboardInterrupt, unless `reraise=False` (the block finishes a run that is
+    over anyway: its result stands). Nested blocks defer to the outermost one. Only possible in
+    the main thread (signal handlers live there); elsewhere a no-op.
     """
+    global _held
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield []
+        return
+    if _held is not None:
+        yield _held
         return
     pending: list[int] = []
     previous = {
         sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
         for sig in (signal.SIGINT, signal.SIGTERM)
     }
+    _held = pending
     try:
-        yield
+        yield pending
     finally:
+        _held = None
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if pending:
+        if pending and reraise:
             raise KeyboardInterrupt
 
 
@@ -206,7 +220,8 @@ class Snapshot:
         if self.tree is None:
             return None
         path = self._rel_to_git(rel)
-        listing = _git(["ls-tree", "-z", self.tree, "--", path], self.cwd, self.env)
+        # --full-tree: without it ls-tree reads `path` relative to the cwd (a subdirectory).
+        listing = _git(["ls-tree", "--full-tree", "-z", self.tree, "--", path], self.cwd, self.env)
         for entry in listing.split(b"\0"):
             if not entry:
                 continue
@@ -214,7 +229,9 @@ class Snapshot:
             mode, kind, sha = meta.decode().split()
             if kind != "blob" or name.decode(errors="surrogateescape") != path:
                 continue
-            data = _git(["cat-file", "blob", sha], self.cwd, self.env)
+            # --filters: the file as a checkout writes it (eol=crlf, autocrlf, LFS smudge), i.e.
+            # the bytes that were on disk, not the normalised blob `git add` stored.
+            data = _git(["cat-file", "--filters", f"--path={path}", sha], self.cwd, self.env)
             return data, int(mode, 8) & 0o777 | stat.S_IFREG
         return None
 
@@ -236,11 +253,21 @@ class Snapshot:
 
 
 def undo_dir(root: Path) -> Path:
-    return state_dir() / "undo" / repo_key(root)
+    """Where the journals of fixes in `root` live: one place per git repository (whatever
+    subdirectory a fix ran in), so `v4code undo` anywhere in it finds the last fix."""
+    root = root.resolve()
+    return state_dir() / "undo" / repo_key(git_toplevel(root) or root)
 
 
 def _sha(data: bytes | None) -> str | None:
     return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def _mode_changed(before: int | None, after: int | None) -> bool:
+    """Only the permission bits git records count (executable or not)."""
+    if before is None or after is None:
+        return False
+    return bool(before & 0o111) != bool(after & 0o111)
 
 
 def _read_state(path: Path) -> tuple[bytes | None, int | None]:
@@ -280,8 +307,9 @@ class ChangeTracker:
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     snapshot: Snapshot | None = None
     snapshot_error: str | None = None
-    _stats: dict[str, tuple[int, int, int]] | None = None
-    _last: dict[str, bytes | None] = field(default_factory=dict)  # content after the latest call
+    _stats: dict[str, tuple[int, ...]] | None = None
+    # (content, mode) after the latest call, per path
+    _last: dict[str, tuple[bytes | None, int | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
@@ -319,16 +347,19 @@ class ChangeTracker:
         for rel in candidates:
             if self.entries[rel].get("unrestorable"):
                 continue
-            previous = self._last[rel] if rel in self._last else self._before_bytes(rel)
+            previous, prev_mode = self._last[rel] if rel in self._last else self._before(rel)
             current, mode = _read_state(self.root / rel)
-            if current != previous:
-                changes.append(FileChange(rel, previous, current, None, mode))
-            self._last[rel] = current
+            if current != previous or _mode_changed(prev_mode, mode):
+                changes.append(FileChange(rel, previous, current, prev_mode, mode))
+            self._last[rel] = (current, mode)
         return changes
 
-    def _before_bytes(self, rel: str) -> bytes | None:
-        blob = self.entries[rel].get("blob")
-        return (self.dir / "blobs" / blob).read_bytes() if blob else None
+    def _before(self, rel: str) -> tuple[bytes | None, int | None]:
+        entry = self.entries[rel]
+        blob = entry.get("blob")
+        if not blob:
+            return None, None
+        return (self.dir / "blobs" / blob).read_bytes(), entry.get("before_mode")
 
     @property
     def started(self) -> bool:
@@ -360,14 +391,18 @@ class ChangeTracker:
         self._started = True
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "blobs").mkdir(exist_ok=True)
+        # The journal is the last fix before the (slow) snapshot starts: a Ctrl-C during the
+        # snapshot must not leave `undo` pointing at an older fix.
+        with deferred_interrupt():
+            self._save(complete=False)
+            atomic_write(self.dir.parent / "LAST", self.run_id.encode())
         if self.snapshot_enabled:
             try:
                 self.snapshot = Snapshot(self.root)
                 self.snapshot.capture(self.run_id)
             except (SnapshotError, OSError) as exc:
                 self.snapshot, self.snapshot_error = None, str(exc)
-        self._save(complete=False)
-        atomic_write(undo_dir(self.root) / "LAST", self.run_id.encode())
+            self._save(complete=False)
 
     def _journal(self, rel: str, data: bytes | None, mode: int | None) -> None:
         entry: dict[str, Any] = {"before_exists": data is not None, "before_sha": _sha(data)}
@@ -391,7 +426,10 @@ class ChangeTracker:
         self._journal(rel, data, mode)
 
     def _journal_from_snapshot(self, rel: str, *, existed_before: bool) -> None:
-        original = self.snapshot.original(rel) if self.snapshot is not None else None
+        try:
+            original = self.snapshot.original(rel) if self.snapshot is not None else None
+        except (SnapshotError, OSError):  # e.g. a smudge filter that fails: never crash the run
+            original = None
         if original is not None:
             self._journal(rel, *original)
         elif not existed_before:
@@ -403,29 +441,27 @@ class ChangeTracker:
                 self.entries[rel] = {"before_exists": None, "unrestorable": True}
                 self._save(complete=False)
 
-    def _stat_files(self) -> dict[str, tuple[int, int, int]]:
+    def _stat_files(self) -> dict[str, tuple[int, ...]]:
         from agent.context import RepoFiles  # the context engine's ignore rules
 
-        stats: dict[str, tuple[int, int, int]] = {}
-        for rel in RepoFiles(self.root).paths():
+        stats: dict[str, tuple[int, ...]] = {}
+        # Files journalled earlier stay watched even when the ignore rules skip them.
+        for rel in [*RepoFiles(self.root).paths(), *self.entries]:
             try:
                 st = (self.root / rel).lstat()
             except OSError:
                 continue
-            stats[rel] = (st.st_size, st.st_mtime_ns, st.st_ino)
-        # Files journalled earlier stay watched even when the ignore rules skip them.
-        for rel in self.entries:
-            try:
-                st = (self.root / rel).lstat()
-                stats[rel] = (st.st_size, st.st_mtime_ns, st.st_ino)
-            except OSError:
-                pass
+            # The mode is in the key: `chmod` changes neither size nor mtime.
+            stats[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)
         return stats
 
     def finalize(self) -> list[FileChange]:
         """Record the after-state of every journalled file; returns the real changes."""
         if not self._started:
             return []
+        if self._stats is not None:
+            # A command was cut short (Ctrl-C, a crash): journal what it changed before it died.
+            self.after_tool("run_command", None)
         changes: list[FileChange] = []
         with deferred_interrupt():
             for rel, entry in sorted(self.entries.items()):
@@ -438,10 +474,9 @@ class ChangeTracker:
                 before = (
                     (self.dir / "blobs" / entry["blob"]).read_bytes() if entry.get("blob") else None
                 )
-                same_mode = (
-                    before is None or after is None or entry.get("before_mode") == after_mode
-                )
-                if _sha(before) != _sha(after) or not same_mode:
+                if _sha(before) != _sha(after) or _mode_changed(
+                    entry.get("before_mode"), after_mode
+                ):
                     changes.append(
                         FileChange(rel, before, after, entry.get("before_mode"), after_mode)
                     )
@@ -481,12 +516,14 @@ class UndoResult:
     deleted: list[str]
     conflicts: list[str]
     snapshot_ref: str | None
+    root: str = ""  # the directory the fix ran in; the paths above are relative to it
 
     def to_json(self) -> dict[str, Any]:
         return {
             "command": "undo",
             "status": "ok",
             "run_id": self.run_id,
+            "root": self.root,
             "restored": self.restored,
             "deleted": self.deleted,
             "forced_over": self.conflicts,
@@ -511,22 +548,28 @@ def load_last_record(root: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def undo_last(root: Path, *, force: bool = False) -> UndoResult:
-    """Restore the files the last fix changed, exactly as they were before it."""
-    root = root.resolve()
-    record_dir, record = load_last_record(root)
+    """Restore the files the last fix changed, exactly as they were before it.
+
+    `root` may be any directory of the repository: the last fix there is undone, in the
+    directory it ran in (its journal's paths are relative to that directory).
+    """
+    record_dir, record = load_last_record(root.resolve())
     if record.get("undone_at"):
         raise UsageError(f"nothing to undo: the last fix ({record['run_id']}) was already undone")
+    base = Path(record.get("root") or root).resolve()
     entries: dict[str, dict[str, Any]] = record["entries"]
     complete = bool(record.get("complete"))
     todo, conflicts = [], []
     for rel, entry in sorted(entries.items()):
         if entry.get("unrestorable"):
             continue
-        current = _sha(_read_state(root / rel)[0])
-        if current == entry.get("before_sha"):
+        data, mode = _read_state(base / rel)
+        current = _sha(data)
+        if current == entry.get("before_sha") and not _mode_changed(entry.get("before_mode"), mode):
             continue  # already as before the fix
         todo.append(rel)
-        if not complete or current != entry.get("after_sha"):
+        after_mode = entry.get("after_mode")
+        if not complete or current != entry.get("after_sha") or _mode_changed(after_mode, mode):
             conflicts.append(rel)
     if conflicts and not force:
         why = "changed again since the fix" if complete else "the fix was killed before it ended"
@@ -538,7 +581,7 @@ def undo_last(root: Path, *, force: bool = False) -> UndoResult:
     restored, deleted = [], []
     with deferred_interrupt():
         for rel in todo:
-            entry, path = entries[rel], root / rel
+            entry, path = entries[rel], base / rel
             if entry.get("before_exists"):
                 atomic_write(
                     path,
@@ -552,14 +595,19 @@ def undo_last(root: Path, *, force: bool = False) -> UndoResult:
                 deleted.append(rel)
                 for d in entry.get("created_dirs", []):
                     try:
-                        (root / d).rmdir()
+                        (base / d).rmdir()
                     except OSError:
                         break
         record["undone_at"] = time.time()
         atomic_write(record_dir / "journal.json", json.dumps(record, indent=1).encode())
     snap = record.get("snapshot") or {}
     return UndoResult(
-        record["run_id"], restored, deleted, conflicts if force else [], snap.get("ref")
+        record["run_id"],
+        restored,
+        deleted,
+        conflicts if force else [],
+        snap.get("ref"),
+        str(base),
     )
 
 
@@ -587,7 +635,7 @@ def unified_patch(changes: list[FileChange]) -> str:
                 f"old mode {_git_mode(ch.before_mode)}\nnew mode {_git_mode(ch.after_mode)}\n".encode()
             )
         if b"\0" in (ch.before or b"") or b"\0" in (ch.after or b""):
-            out.append(b"Binary files " + a + b" and " + b + b" differ\n")
+            out.append(_binary_hunk(ch))
             continue
         if (ch.before or b"") == (ch.after or b""):
             continue
@@ -605,6 +653,37 @@ def unified_patch(changes: list[FileChange]) -> str:
     return b"".join(out).decode("utf-8", errors="surrogateescape")
 
 
+def _blob_id(data: bytes | None) -> str:
+    if data is None:
+        return "0" * 40
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def _binary_hunk(ch: FileChange) -> bytes:
+    """Git's binary patch (`git diff --binary`): full blob ids, then the new and the old content
+    as zlib-deflated base85 literals, so `git apply` (and `--commit`) handle binary files too."""
+    same_mode = (
+        ch.before is not None
+        and ch.after is not None
+        and _git_mode(ch.before_mode) == _git_mode(ch.after_mode)
+    )
+    mode = f" {_git_mode(ch.after_mode)}" if same_mode else ""
+    lines = [f"index {_blob_id(ch.before)}..{_blob_id(ch.after)}{mode}\n".encode()]
+    if (ch.before or b"") == (ch.after or b""):
+        return b"".join(lines)
+    lines.append(b"GIT binary patch\n")
+    for data in (ch.after or b"", ch.before or b""):  # forward, then reverse
+        lines.append(b"literal %d\n" % len(data))
+        packed = zlib.compress(data)
+        for i in range(0, len(packed), 52):
+            chunk = packed[i : i + 52]
+            n = len(chunk)
+            lines.append(bytes([ord("A") + n - 1 if n <= 26 else ord("a") + n - 27]))
+            lines.append(base64.b85encode(chunk, pad=True) + b"\n")
+        lines.append(b"\n")
+    return b"".join(lines)
+
+
 def _git_mode(mode: int | None) -> str:
     return "100755" if mode is not None and mode & 0o111 else "100644"
 
@@ -613,6 +692,11 @@ def diffstat(changes: list[FileChange]) -> list[dict[str, Any]]:
     """Per file: path, kind, lines added and removed."""
     rows = []
     for ch in sorted(changes, key=lambda c: c.path):
+        if b"\0" in (ch.before or b"") or b"\0" in (ch.after or b""):
+            rows.append(
+                {"path": ch.path, "kind": ch.kind, "added": 0, "removed": 0, "binary": True}
+            )
+            continue
         added = removed = 0
         matcher = difflib.SequenceMatcher(None, _lines(ch.before), _lines(ch.after), autojunk=False)
         for tag, i1, i2, j1, j2 in matcher.get_opcodes():

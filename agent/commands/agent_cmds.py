@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 import signal
 import sys
@@ -25,6 +26,7 @@ from agent.commands.common import (
     run_cli,
 )
 from agent.output import err_console, print_json, stdin_is_tty
+from agent.undo import deferred_interrupt
 
 STDIN_WAIT_S = 3.0  # an open but silent stdin (some CI runners) must not hang the run
 
@@ -87,16 +89,18 @@ def ask_cmd(
     setup, view = _setup(root, "ask", locals(), limits.max_turns)
     with view or nullcontext():
         result = run_ask(setup, question, stdin_text=stdin_text, limits=limits)
-    data = _emit(result, output_format)
-    if output_format is OutputFormat.text:
-        if result.answer:
-            sys.stdout.write(result.answer.rstrip("\n") + "\n")
-        invalid = data.get("invalid_citations") or []
-        if invalid:
-            err_console().print(
-                f"warning: citations that do not match the repository: {', '.join(invalid)}"
-            )
-    _exit(result, data, output_format)
+    with deferred_interrupt(reraise=False):  # the run is over: print its whole result
+        data = _emit(result, output_format)
+        if output_format is OutputFormat.text:
+            if data.get("answer"):  # redacted: a key the model repeats never reaches stdout
+                sys.stdout.write(data["answer"].rstrip("\n") + "\n")
+            invalid = data.get("invalid_citations") or []
+            if invalid:
+                err_console().print(
+                    f"warning: citations that do not match the repository: {', '.join(invalid)}",
+                    markup=False,
+                )
+        _exit(result, data, output_format)
 
 
 @run_cli("fix")
@@ -149,10 +153,11 @@ def fix_cmd(
             commit=commit,
             instructions=instructions,
         )
-    data = _emit(result, output_format)
-    if output_format is OutputFormat.text:
-        sys.stdout.write(fix_summary(data))
-    _exit(result, data, output_format)
+    with deferred_interrupt(reraise=False):  # the run is over: print its whole result
+        data = _emit(result, output_format)
+        if output_format is OutputFormat.text:
+            sys.stdout.write(fix_summary(data))
+        _exit(result, data, output_format)
 
 
 @run_cli("undo")
@@ -166,13 +171,18 @@ def undo_cmd(
 ) -> None:
     from agent.undo import undo_last
 
-    result = undo_last(resolve_repo(repo), force=force)
+    root = resolve_repo(repo)
+    result = undo_last(root, force=force)
     data = result.to_json()
     if output_format is OutputFormat.text:
+        # The fix may have run in another directory of the repository: show paths from here.
+        def shown(rel: str) -> str:
+            return os.path.relpath(Path(result.root) / rel, root) if result.root else rel
+
         for path in result.restored:
-            sys.stdout.write(f"restored {path}\n")
+            sys.stdout.write(f"restored {shown(path)}\n")
         for path in result.deleted:
-            sys.stdout.write(f"deleted  {path} (the fix created it)\n")
+            sys.stdout.write(f"deleted  {shown(path)} (the fix created it)\n")
         if not result.restored and not result.deleted:
             sys.stdout.write(
                 "nothing to restore: the files are already as they were before the fix\n"
@@ -198,7 +208,9 @@ def read_stdin(wait_s: float = STDIN_WAIT_S) -> str | None:
     ):  # not selectable (e.g. closed, or a platform without select on it)
         ready = [sys.stdin]
     if not ready:
-        err_console().print(f"note: standard input stayed silent for {wait_s:g}s; ignoring it")
+        err_console().print(
+            f"note: standard input stayed silent for {wait_s:g}s; ignoring it", markup=False
+        )
         return None
     try:
         data = (
@@ -241,7 +253,7 @@ def _setup(root: Path, command: str, options: dict[str, Any], max_turns: int):
 def _emit(result: Any, fmt: OutputFormat) -> dict[str, Any]:
     from agent.transcript import redact
 
-    data = redact(result.to_json())
+    data = redact(result.to_json(), getattr(result, "secrets", ()))
     if fmt is OutputFormat.json:
         print_json(data)
     return data  # jsonl: the transcript's listener already wrote the result event
@@ -250,8 +262,13 @@ def _emit(result: Any, fmt: OutputFormat) -> dict[str, Any]:
 def _exit(result: Any, data: dict[str, Any], fmt: OutputFormat) -> None:
     if result.exit_code != 0:
         if data.get("error"):
+            from rich.markup import escape
+
+            # Escaped: provider and test messages contain brackets ("[Errno 2]", "[/path]").
             err_console().print(
-                f"[bold red]{data['status']}:[/] {data['error']}", markup=True, highlight=False
+                f"[bold red]{escape(data['status'])}:[/] {escape(data['error'])}",
+                markup=True,
+                highlight=False,
             )
         raise typer.Exit(result.exit_code)
 
@@ -271,7 +288,8 @@ def fix_summary(data: dict[str, Any]) -> str:
         if after:
             lines.append(f"Tests: {after.get('summary', '')}")
     for row in data.get("diffstat") or []:
-        lines.append(f"  {row['kind']:<8} {row['path']}  +{row['added']} -{row['removed']}")
+        counts = "(binary)" if row.get("binary") else f"+{row['added']} -{row['removed']}"
+        lines.append(f"  {row['kind']:<8} {row['path']}  {counts}")
     if data.get("patch_file"):
         lines.append(f"Patch written to {data['patch_file']}")
     if data.get("commit"):

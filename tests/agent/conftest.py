@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -111,6 +112,31 @@ def tree_state(root: Path) -> dict[str, bytes]:
         ):
             state[rel] = path.read_bytes()
     return state
+
+
+def git_state(root: Path) -> dict[str, str]:
+    """Everything git knows about the user's work: index (with blob ids), status, both diffs,
+    stash, HEAD and branches."""
+    return {
+        " ".join(args): git(root, *args)
+        for args in (
+            ("ls-files", "-s"),
+            ("status", "--porcelain=v1", "--untracked-files=all"),
+            ("diff",),
+            ("diff", "--cached"),
+            ("stash", "list"),
+            ("rev-parse", "HEAD"),
+            ("for-each-ref", "refs/heads", "refs/tags"),
+        )
+    }
+
+
+def modes(root: Path) -> dict[str, int]:
+    return {
+        p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode)
+        for p in root.rglob("*")
+        if p.is_file() and ".git" not in p.relative_to(root).parts and "__pycache__" not in p.parts
+    }
 
 
 def assert_append_only(requests: list[Any]) -> None:

@@ -5,6 +5,7 @@ OpenAI-compatible server."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from tests.agent.conftest import (
     assert_append_only,
     cli_command,
     cli_env,
+    git_state,
     tree_state,
     v4code,
 )
@@ -117,7 +119,9 @@ def test_2_fix_repairs_the_planted_bug_writes_the_patch_and_undo_restores(
 ):
     # The user's own uncommitted work, elsewhere: a fix must never touch or commit it.
     (colorconv_repo / "notes.txt").write_text("user notes\nwork in progress\n")
-    before = tree_state(colorconv_repo)
+    (colorconv_repo / "README.md").write_text("# colorconv\n\nstaged by the user\n")
+    git(colorconv_repo, "add", "README.md")
+    before, git_before = tree_state(colorconv_repo), git_state(colorconv_repo)
     patch_file = tmp_path / "fix.patch"
     scenario = Scenario(
         [
@@ -162,9 +166,14 @@ def test_2_fix_repairs_the_planted_bug_writes_the_patch_and_undo_restores(
     assert result["tests_before"]["ok"] is False and result["tests_before"]["failed"] >= 1
     assert result["tests_after"]["ok"] is True and result["iterations"] == 1
     assert result["plan"] == PLAN and result["changed_files"] == ["colorconv.py"]
-    # The patch is exactly the fix: one file, one line, and it applies to the pre-fix tree.
+    # The patch is exactly the fix: what git itself reports for colorconv.py (the only change
+    # there), less git's blob ids and the function names it adds to hunk headers.
     patch = patch_file.read_text()
     assert patch == result["patch"]
+    expected = git(colorconv_repo, "diff", "--no-color", "--", "colorconv.py")
+    expected = re.sub(r"(?m)^index .*\n", "", expected)
+    expected = re.sub(r"(?m)^(@@ [^@]* @@).*$", r"\1", expected)
+    assert patch == expected
     assert [ln for ln in patch.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")] == [
         "-" + PLANTED.rstrip("\n"),
         "+" + FIXED.rstrip("\n"),
@@ -180,6 +189,7 @@ def test_2_fix_repairs_the_planted_bug_writes_the_patch_and_undo_restores(
     assert undo.returncode == 0, undo.stderr
     assert undo.json()["restored"] == ["colorconv.py"]
     assert tree_state(colorconv_repo) == before  # pre-fix state, the user's change kept
+    assert git_state(colorconv_repo) == git_before  # index, status, diffs, stash, HEAD as they were
     git(colorconv_repo, "apply", "--check", str(patch_file))  # and the patch applies to it again
 
 
@@ -357,12 +367,31 @@ def test_5_provider_faults_mid_run_do_not_lose_the_run(colorconv_repo: Path):
         assert run.returncode == 0, run.stderr
         srv.assert_done()
         assert_append_only(srv.requests)
+        sent = [r.messages for r in srv.requests]
     result = run.json()
     assert (
         result["status"] == "ok"
         and result["turns"] == 2
         and result["changed_files"] == ["colorconv.py"]
     )
+    # The transcript is the whole run: the conversation rebuilt from it is exactly what each
+    # request sent, every tool call has its result, and the retries the turn survived are there.
+    events = read_transcript(Path(result["transcript"]))
+    turns = [e for e in events if e["event"] == "turn"]
+    conversation: list[dict] = []
+    rebuilt = []
+    for turn in turns:
+        conversation += turn["new_messages"]
+        rebuilt.append(list(conversation))
+        conversation.append(turn["reply"])
+    assert rebuilt == [sent[0], sent[3]]  # requests 2 and 3 were the 429 and the cut stream
+    assert sent[1] == sent[2] == sent[3]
+    assert [len(t["retries"]) for t in turns] == [0, 2]
+    assert "429" in turns[1]["retries"][0] or "rate" in turns[1]["retries"][0].lower()
+    calls = [e["id"] for e in events if e["event"] == "tool_call"]
+    assert calls and calls == [e["id"] for e in events if e["event"] == "tool_result"]
+    assert [e["turn"] for e in events if e["event"] == "usage"] == [1, 2]
+    assert events[-1]["event"] == "result" and events[-1]["usage"] == result["usage"]
     # A provider that stays down ends the run with exit 5 after the edit it made survives (undoable).
     git(colorconv_repo, "checkout", "-q", "--", "colorconv.py")
     wrong = call(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import shlex
 import signal
 import subprocess
@@ -136,41 +134,3 @@ def test_no_provider_is_exit_2_with_json_and_nothing_to_undo_is_exit_2(colorconv
     assert run.returncode == 2 and "nothing to undo" in run.stderr
     run = v4code("fix", "--repo", str(colorconv_repo / "missing"), cwd=colorconv_repo)
     assert run.returncode == 2 and "does not exist" in run.stderr
-
-
-def test_live_view_goes_to_a_terminal_stderr_and_never_to_stdout(colorconv_repo: Path):
-    main, secondary = pty.openpty()  # stderr is a terminal; stdout is a pipe
-    env = {k: v for k, v in cli_env().items() if k != "NO_COLOR"}
-    scenario = Scenario(
-        [Turn.tool_calls([call("read_file", {"path": "README.md"})]), Turn.text("Done.")]
-    )
-    with ScriptedServer(scenario) as srv:
-        env.update(srv.env())
-        proc = subprocess.Popen(
-            [*cli_command(), "ask", "What is this?", *OPENAI],
-            cwd=colorconv_repo,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=secondary,
-        )
-        os.close(secondary)
-        screen = b""
-        while True:
-            ready, _, _ = select.select([main], [], [], 0.1)
-            if ready:
-                try:
-                    chunk = os.read(main, 65536)
-                except OSError:  # the terminal closed with the process
-                    break
-                if not chunk:
-                    break
-                screen += chunk
-            elif proc.poll() is not None:
-                break
-        out = proc.stdout.read()
-        proc.wait(timeout=30)
-        os.close(main)
-    assert proc.returncode == 0 and out == b"Done.\n"
-    text = screen.decode(errors="replace")
-    assert "v4code ask" in text and "read_file README.md" in text and "tokens:" in text

@@ -16,7 +16,7 @@ from agent.fix import run_fix
 from agent.loop import Limits, RunSetup
 from agent.transcript import read_transcript
 from agent.undo import undo_last
-from tests.agent.conftest import PLANTED, tree_state
+from tests.agent.conftest import PLANTED, assert_append_only, tree_state
 from tests.conftest import git
 from tests.support.scripted_server import Fault, Scenario, ScriptedServer, Turn, call
 
@@ -183,3 +183,41 @@ def test_citations_are_checked_against_the_repository(tmp_path):
         "gone.py:1": False,
         "../etc/passwd:1": False,
     }
+
+
+def test_each_iteration_restates_the_task_and_the_latest_failures_at_the_end(colorconv_repo, serve):
+    broken = call(  # a different failure than the planted bug: a NameError
+        "edit_file",
+        {
+            "path": "colorconv.py",
+            "old_string": PLANTED.strip(),
+            "new_string": "m2 = l * (1.0+undefined_factor)",
+        },
+    )
+    repair = call(
+        "edit_file",
+        {
+            "path": "colorconv.py",
+            "old_string": "m2 = l * (1.0+undefined_factor)",
+            "new_string": FIXED.strip(),
+        },
+    )
+    srv = serve(
+        [
+            Turn.tool_calls([broken], text="plan", reasoning="m2 looks wrong"),
+            Turn.tool_calls([READ], reasoning="check the readme"),  # a turn without changes
+            Turn.tool_calls([repair]),
+        ]
+    )
+    result = run_fix(setup_for(colorconv_repo))
+    assert (result.exit_code, result.iterations) == (0, 2)
+    assert_append_only(srv.requests)
+    first_task = srv.requests[0].messages[-1]["content"]
+    assert "undefined_factor" not in first_task
+    reminder = srv.requests[1].messages[-1]
+    assert reminder["role"] == "user"  # the very last message of the next request
+    assert "iteration 1 of at most 10" in reminder["content"]
+    assert "Task (restated)" in reminder["content"] and UNITTEST in reminder["content"]
+    assert "undefined_factor" in reminder["content"]  # the new failures, not the first ones
+    # A turn that changed nothing adds no reminder: the next request ends with the tool result.
+    assert srv.requests[2].messages[-1]["role"] == "tool"

@@ -157,6 +157,9 @@ def test_paths_outside_the_repository_are_never_journalled(make_git_repo, tmp_pa
         (b"x\n", b"x\ny"),  # newline removed at the end
         (None, b"created\nfile\n"),
         (b"deleted\n", None),
+        (b"\x00binary\x01" * 50, b"\x00binary\x02" * 70),  # git binary patches
+        (None, b"\x89PNG\r\n\x1a\n\x00" + bytes(range(256))),
+        (bytes(range(256)), None),
     ],
 )
 def test_patch_applies_with_git_apply_and_reproduces_the_fix(make_git_repo, before, after):
@@ -170,8 +173,8 @@ def test_patch_applies_with_git_apply_and_reproduces_the_fix(make_git_repo, befo
         assert not (root / "f.txt").exists()
     else:
         assert (root / "f.txt").read_bytes() == after
-    # and `patch -p1` reads it too (no git needed to apply a v4code patch)
-    if before is not None and after is not None:
+    # and `patch -p1` reads it too (no git needed to apply a v4code text patch)
+    if before is not None and after is not None and b"\0" not in before + after:
         (root / "f.txt").write_bytes(before)
         subprocess.run(
             ["patch", "-p1", "-s", "-i", str(root.parent / "fix.patch")], cwd=root, check=True
@@ -186,3 +189,48 @@ def test_sigint_is_held_until_the_critical_block_ends():
             os.kill(os.getpid(), signal.SIGINT)
             reached_end = True
     assert reached_end
+
+
+def _command(tracker: ChangeTracker, action) -> list[FileChange]:
+    """What run_command does, as the loop sees it: stat the tree, run, compare."""
+    tracker.before_tool("run_command", {"command": "..."})
+    action()
+    return tracker.after_tool("run_command", {"command": "..."})
+
+
+def test_a_chmod_by_a_command_is_a_change_and_undo_restores_the_mode(make_git_repo):
+    root = make_git_repo({"run.sh": "#!/bin/sh\n", "lib.py": "x = 1\n"})
+    os.chmod(root / "run.sh", 0o755)
+    git(root, "add", "run.sh")
+    tracker = ChangeTracker(root, "run-chmod")
+    changes = _command(tracker, lambda: os.chmod(root / "run.sh", 0o644))
+    assert [(c.path, c.before == c.after) for c in changes] == [("run.sh", True)]
+    patch = unified_patch(tracker.finalize())
+    assert "old mode 100755\nnew mode 100644\n" in patch
+    undo_last(root)
+    assert os.stat(root / "run.sh").st_mode & 0o777 == 0o755
+
+
+def test_commands_in_a_subdirectory_find_originals_in_the_snapshot(make_git_repo):
+    top = make_git_repo({"README": "top\n", "sub/keep.txt": "keep\n", "sub/gone.txt": "gone\n"})
+    sub = top / "sub"
+    tracker = ChangeTracker(sub, "run-sub")
+    _edit(tracker, "keep.txt", b"edited\n")  # the first change takes the snapshot
+    assert tracker.snapshot.original("gone.txt") == (b"gone\n", 0o100644)
+    changes = _command(tracker, lambda: (sub / "gone.txt").unlink())
+    assert [(c.path, c.kind) for c in changes] == [("gone.txt", "deleted")]
+    tracker.finalize()
+    assert tracker.unrestorable() == []
+    result = undo_last(top)  # from the top of the repository
+    assert sorted(result.restored) == ["gone.txt", "keep.txt"] and result.root == str(sub)
+    assert (sub / "gone.txt").read_text() == "gone\n" and (sub / "keep.txt").read_text() == "keep\n"
+
+
+def test_originals_from_the_snapshot_come_back_as_they_were_on_disk(make_git_repo):
+    # eol=crlf: `git add` stores LF; the file on disk (and after undo) has CRLF.
+    root = make_git_repo({".gitattributes": "*.txt text eol=crlf\n", "w.txt": b"a\r\nb\r\n"})
+    tracker = ChangeTracker(root, "run-crlf")
+    _command(tracker, lambda: (root / "w.txt").write_bytes(b"changed\r\n"))
+    tracker.finalize()
+    undo_last(root)
+    assert (root / "w.txt").read_bytes() == b"a\r\nb\r\n"
