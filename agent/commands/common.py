@@ -126,12 +126,29 @@ def _report(command: str, fmt: str, status: str, message: str, started: float) -
 
     err_console().print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     if fmt in ("json", "jsonl"):
-        obj = {
-            "command": command,
-            "status": status,
-            "error": message,
-            "elapsed_s": round(time.monotonic() - started, 3),
-        }
+        obj: dict[str, Any] = {"command": command, "status": status}
+        # ask/fix errors before the run started still carry every key of the contract's result
+        # object, so a CI script can read the same fields whatever happened.
+        if command == "ask":
+            obj["answer"] = None
+        elif command == "fix":
+            obj.update(
+                patch=None, changed_files=[], tests_before=None, tests_after=None, iterations=0
+            )
+        if command in ("ask", "fix"):
+            obj.update(
+                usage={
+                    "input_tokens": 0,
+                    "cached_input_tokens": 0,
+                    "output_tokens": 0,
+                    "cost_usd": 0.0,
+                },
+                context=None,
+                provider=None,
+                model=None,
+                turns=0,
+            )
+        obj.update(elapsed_s=round(time.monotonic() - started, 3), error=message)
         if fmt == "jsonl":  # the last line of a jsonl stream is always the result event
             obj = {"event": "result", **obj}
         print_json(obj)
