@@ -25,7 +25,6 @@ import importlib.util
 import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -347,6 +346,8 @@ def _read_file_layer(path: Path, kind: str) -> _Layer | None:
     if not path.is_file():
         return None
     label = f"{kind} config {path}"
+    import tomllib  # only when a config file exists: keeps every command's start-up lighter
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

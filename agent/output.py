@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:  # rich costs ~20 ms to import: only commands that print for humans pay it
+    from rich.console import Console
 
 
 def stderr_is_tty() -> bool:
@@ -33,6 +34,8 @@ def no_color() -> bool:
 
 def err_console() -> Console:
     """Console for human output on stderr (plain when not a terminal or NO_COLOR is set)."""
+    from rich.console import Console
+
     tty = stderr_is_tty()
     return Console(
         file=sys.stderr,

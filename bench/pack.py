@@ -2,21 +2,27 @@
 
 Trees (built under bench/.work/, which git ignores):
   stdlib   a git repository of every .py file of the installed standard library (~1,800 files,
-           ~8M V4 tokens)
-  subset   a ~1.5M-token git repository of some of its packages (asyncio, email, json, ...)
+           ~8.2M V4 tokens)
+  subset   a ~1.45M-token git repository of some of its packages (asyncio, email, json, ...)
 
 For each tree, round after round (interleaved, so load on the machine hits all alike):
-  repomix  `repomix TREE -o OUT` (npm package, installed into bench/.work on first use)
-  cold     `v4code context --repo TREE --output OUT --output-format json` with the per-file
-           cache removed (the tokenizer's own rank cache, built once per install, stays)
-  warm     the same command again (cache hit)
-Wall time of the whole command is measured (Python start-up and imports count). The table shows
-medians and the ratios Repomix/v4code. `--secrets` instead compares our secret rules with
-detect-secrets on the stdlib tree (files flagged, seconds).
+  repomix      `repomix TREE -o OUT` (npm package, installed into bench/.work on first use)
+  whole cold   `v4code context --repo TREE --budget B --output OUT --output-format json` with B
+               large enough for every file whole (Repomix packs every file whole: this is the
+               like-for-like run), the per-file cache deleted first (the tokenizer's rank
+               cache, built once per install, stays)
+  whole warm   the same command again (cache hit)
+  fit cold/warm  the same with the default budget (917,504: ranking, skeletons, listed files)
+Every figure is a whole command: process start-up and imports count. Python runs with its
+bytecode cache (as after `pip install`; this machine sets PYTHONDONTWRITEBYTECODE, which the
+script unsets for the children). Wall time and CPU time (user + sys of the process and its
+threads) are both reported: on a shared machine other people's load stretches wall time, CPU
+time much less. The table shows medians and the ratios Repomix / v4code (higher is better).
 
-    python bench/pack.py                    # both trees, 5 rounds
-    python bench/pack.py --runs 3 --trees subset
-    python bench/pack.py --secrets
+    python bench/pack.py                         # both trees, 5 rounds
+    python bench/pack.py --runs 7 --trees subset
+    python bench/pack.py --secrets               # secret rules vs detect-secrets (stdlib)
+    python bench/pack.py --git                   # subprocess git vs gitpython (discovery)
 """
 
 from __future__ import annotations
@@ -114,6 +120,12 @@ def repomix_bin() -> Path | None:
     return binary
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, NO_COLOR="1", **extra)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # measure with .pyc files, as installed
+    return env
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """(wall seconds, CPU seconds of the child and its threads/children, stdout). CPU time is
     the steadier figure on a shared machine: other people's load stretches wall time only."""
@@ -128,27 +140,21 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, flo
     return elapsed, cpu, proc.stdout
 
 
+KINDS = ("repomix", "whole cold", "whole warm", "fit cold", "fit warm")
+
+
 def bench_tree(
-    name: str, tree: Path, runs: int, repomix: Path | None, cache_home: Path
+    name: str, tree: Path, runs: int, repomix: Path | None, cache_home: Path, whole_budget: int
 ) -> dict[str, object]:
     out = Path(tempfile.gettempdir()) / f"v4code-bench-{name}"
-    env = dict(os.environ, XDG_CACHE_HOME=str(cache_home), NO_COLOR="1")
-    v4code = [
-        sys.executable,
-        "-m",
-        "agent.cli",
-        "context",
-        "--repo",
-        str(tree),
-        "--output",
-        f"{out}.xml",
-        "--output-format",
-        "json",
-    ]
+    env = child_env(XDG_CACHE_HOME=str(cache_home))
+    base = [sys.executable, "-m", "agent.cli", "context", "--repo", str(tree)]
+    base += ["--output", f"{out}.xml", "--output-format", "json"]
+    commands = {"whole": [*base, "--budget", str(whole_budget)], "fit": base}
     db = cache_home / "v4code" / "context.sqlite3"
-    times: dict[str, list[float]] = {"repomix": [], "cold": [], "warm": []}
-    cpu: dict[str, list[float]] = {"repomix": [], "cold": [], "warm": []}
-    manifest: dict[str, object] = {}
+    times: dict[str, list[float]] = {k: [] for k in KINDS}
+    cpu: dict[str, list[float]] = {k: [] for k in KINDS}
+    manifests: dict[str, dict[str, object]] = {}
 
     def run(kind: str, cmd: list[str], run_env: dict[str, str] | None = None) -> str:
         elapsed, used, stdout = timed(cmd, run_env)
@@ -156,21 +162,24 @@ def bench_tree(
         cpu[kind].append(used)
         return stdout
 
+    timed(commands["fit"], env)  # writes the .pyc files and the tokenizer's rank cache
     for _ in range(runs):
         if repomix is not None:
             run("repomix", [str(repomix), str(tree), "-o", f"{out}-repomix.xml", "--quiet"])
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)
-        run("cold", v4code, env)
-        manifest = json.loads(run("warm", v4code, env))
-    files = manifest.get("files", [])
+        for budget, cmd in commands.items():
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+            run(f"{budget} cold", cmd, env)
+            manifests[budget] = json.loads(run(f"{budget} warm", cmd, env))
     return {
         "tree": name,
-        "files": len(files) if isinstance(files, list) else 0,
-        "tokens_packed": manifest.get("total_tokens"),
+        "files": {k: len(m.get("files", [])) for k, m in manifests.items()},  # type: ignore[arg-type]
+        "tokens_packed": {k: m.get("total_tokens") for k, m in manifests.items()},
+        "whole_budget": whole_budget,
         "median_s": {k: round(statistics.median(v), 3) for k, v in times.items() if v},
         "median_cpu_s": {k: round(statistics.median(v), 3) for k, v in cpu.items() if v},
         "runs_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
+        "runs_cpu_s": {k: [round(x, 3) for x in v] for k, v in cpu.items()},
     }
 
 
@@ -231,6 +240,34 @@ def secrets_eval(tree: Path) -> None:
     print("v4code findings:", json.dumps(ours))
 
 
+def git_eval(tree: Path, runs: int) -> None:
+    """What gitpython would cost discovery: its import in a fresh process, and the listing
+    through it against one `git ls-files` subprocess (what discovery runs)."""
+    py = [sys.executable, "-c"]
+    env = child_env()
+    listing = ["ls-files", "-z", "-t", "--cached", "--others", "--exclude-standard"]
+    probes = {
+        "python (start-up only)": "pass",
+        "import git (gitpython)": "import git",
+        "import agent.context.discovery": "import agent.context.discovery",
+        "discovery: RepoFiles(tree).candidates()": (
+            f"from agent.context import RepoFiles; RepoFiles({str(tree)!r}).candidates()"
+        ),
+        "gitpython: Repo(tree).git.ls_files(...)": (
+            f"import git; git.Repo({str(tree)!r}).git.ls_files(*{listing!r})"
+        ),
+        "gitpython: Repo(tree).index.entries": f"import git; list(git.Repo({str(tree)!r}).index.entries)",
+    }
+    print(f"{'process':<44}{'wall s':>8}{'cpu s':>8}")
+    for label, code in probes.items():
+        walls, cpus = [], []
+        for _ in range(runs):
+            wall, used, _ = timed([*py, code], env)
+            walls.append(wall)
+            cpus.append(used)
+        print(f"{label:<44}{statistics.median(walls):>8.3f}{statistics.median(cpus):>8.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -239,11 +276,15 @@ def main() -> None:
     parser.add_argument("--trees", default="subset,stdlib")
     parser.add_argument("--no-repomix", action="store_true")
     parser.add_argument("--secrets", action="store_true")
+    parser.add_argument("--git", action="store_true")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     trees = build_trees()
     if args.secrets:
         secrets_eval(trees["stdlib"])
+        return
+    if args.git:
+        git_eval(trees["stdlib"], max(args.runs, 5))
         return
     repomix = None if args.no_repomix else repomix_bin()
     cache_home = Path(tempfile.mkdtemp(prefix="v4code-bench-cache-"))
@@ -254,27 +295,26 @@ def main() -> None:
     try:
         for name in args.trees.split(","):
             tree = trees[name.strip()]
-            result = bench_tree(name, tree, args.runs, repomix, cache_home)
-            result["tree_tokens"] = tree_tokens(tree)
+            tokens = tree_tokens(tree)
+            whole_budget = -(-int(tokens * 1.25) // 100_000) * 100_000  # every file whole
+            result = bench_tree(name, tree, args.runs, repomix, cache_home, whole_budget)
+            result["tree_tokens"] = tokens
             rows.append(result)
             print(json.dumps(result))
     finally:
         shutil.rmtree(cache_home, ignore_errors=True)
     print()
-    header = f"{'tree':<8}{'measure':<9}{'files':>7}{'tokens':>11}{'repomix':>9}{'cold':>8}{'warm':>8}{'cold x':>8}{'warm x':>8}"
-    print(header)
+    print(f"{'tree':<8}{'measure':<8}" + "".join(f"{k:>12}" for k in KINDS) + "  ratios x")
     for r in rows:
         for label, key in (("wall s", "median_s"), ("cpu s", "median_cpu_s")):
             m = r[key]
             rx = m.get("repomix")
-            cold_x = f"{rx / m['cold']:.2f}" if rx else "-"
-            warm_x = f"{rx / m['warm']:.2f}" if rx else "-"
-            print(
-                f"{r['tree']:<8}{label:<9}{r['files']:>7}{r['tree_tokens']:>11,}{rx or float('nan'):>9.2f}"
-                f"{m['cold']:>8.2f}{m['warm']:>8.2f}{cold_x:>8}{warm_x:>8}"
-            )
+            cells = "".join(f"{m[k]:>12.3f}" if k in m else f"{'-':>12}" for k in KINDS)
+            ratios = "  ".join(f"{k} {rx / m[k]:.2f}" for k in KINDS[1:] if rx and k in m)
+            print(f"{r['tree']:<8}{label:<8}{cells}  {ratios}")
     print(
-        f"load after: {os.getloadavg()[0]:.2f}  (x = Repomix / v4code, medians; cpu = user+sys of the process)"
+        f"load after: {os.getloadavg()[0]:.2f}  (x = Repomix / v4code, medians; whole = budget "
+        "that fits every file whole, fit = default budget)"
     )
 
 

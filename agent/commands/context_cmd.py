@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -122,6 +121,8 @@ def _check_writable(output: Path) -> None:
 
 def _write_atomically(path: Path, text: str) -> None:
     """Write to a temporary file next to `path`, then rename: a failure never leaves half a file."""
+    import tempfile
+
     parent = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     try:
@@ -138,6 +139,9 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def _summary(pack: Any, console: Any, *, verbose: bool, output: Path | None) -> None:
     from rich.table import Table
+    from rich.text import Text
+
+    from agent.context.render import display_path  # a newline in a name must not break rows
 
     share = pack.total_tokens / pack.budget * 100 if pack.budget else 0.0
     console.print(
@@ -173,7 +177,7 @@ def _summary(pack: Any, console: Any, *, verbose: bool, output: Path | None) -> 
         largest.add_column("mode")
         largest.add_column("path")
         for f in top:
-            largest.add_row(f"{f.tokens:,}", f.mode, f.path)
+            largest.add_row(f"{f.tokens:,}", f.mode, Text(display_path(f.path)))
         console.print(largest)
     if pack.excluded:
         by_reason: dict[str, int] = {}
@@ -184,7 +188,7 @@ def _summary(pack: Any, console: Any, *, verbose: bool, output: Path | None) -> 
             console.print(f"  {n:>6,}  {reason}")
         shown = pack.excluded if verbose else pack.excluded[:10]
         for e in shown:
-            console.print(f"  - {e.path}: {e.reason}", markup=False, highlight=False)
+            console.print(f"  - {display_path(e.path)}: {e.reason}", markup=False, highlight=False)
         if len(shown) < len(pack.excluded):
             console.print(f"  ... {len(pack.excluded) - len(shown):,} more (--verbose lists all)")
     if output is not None and str(output) != "-":

@@ -5,12 +5,16 @@ Interface other modules rely on (keep it stable):
                            *, include=(), max_file_bytes=1 MiB, store=None, progress=None,
                            skip=()) -> Pack
     pack.text          the packed repository (deterministic, stable-prefix ordered): a header
-                       with the file tree, then one block per file, oldest-changed first and
-                       files with uncommitted changes last
+                       with the tree of tracked files, then one block per file, oldest-changed
+                       first and files with uncommitted changes (and untracked files) last,
+                       then a list of the untracked files
     pack.total_tokens  exact V4 tokens of pack.text (<= pack.budget)
-    pack.header_tokens tokens of the header (file tree)
-    pack.files         [PackedFile(path, tokens, mode, tier, language, bytes)] in pack order;
-                       mode is "full" | "skeleton" | "listed"; tokens count the file's block
+    pack.header_tokens, pack.footer_tokens
+                       header_tokens + sum(f.tokens for f in pack.files) + footer_tokens
+                       == total_tokens
+    pack.files         [PackedFile(path, tokens, mode, tier, language, bytes, encoding)] in pack
+                       order; mode is "full" | "skeleton" | "listed"; tokens count the file's
+                       block
     pack.excluded      [Excluded(path, reason)] sorted by path (directories end with '/')
     pack.cost_cold, pack.cost_cached   USD to send pack.text to settings' model
     pack.manifest()    the JSON object of `v4code context --output-format json`
@@ -25,8 +29,9 @@ Interface other modules rely on (keep it stable):
                        one file block with the pack's delimiters (xml or markdown)
     scan_secrets(text) -> rule id | None   the content rules (never returns the secret)
 
-Errors: UsageError (exit 2) for a root that is not a directory, an unknown format, or a budget
-smaller than the header alone. Heavy modules (tree-sitter, the tokenizer) load on first use.
+Errors: UsageError (exit 2) for a root that is not a directory or is inside .git, an unknown
+format, or a budget smaller than the header alone. Heavy modules (tree-sitter, the secret rules,
+the tokenizer) load on first use; a warm pack with a plan-cache hit never loads them.
 """
 
 from __future__ import annotations

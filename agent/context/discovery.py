@@ -8,12 +8,15 @@ adds exclusions, vendored/build directories and secret-looking file names are le
 are never followed, and `.git` is never read.
 
 git is run as a subprocess directly rather than through gitpython: gitpython's `Git` wrapper is
-itself a subprocess call, and importing the package costs ~90 ms, a third of the warm-pack budget.
+itself a subprocess call, and importing the package costs ~70 ms of CPU per process, about half
+of a warm `v4code context` (measured: `python bench/pack.py --git`, docs/context.md).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Iterable
@@ -26,6 +29,7 @@ from agent.context import rules
 
 V4CODEIGNORE = ".v4codeignore"
 DEFAULT_MAX_FILE_BYTES = 1_048_576
+HARD_MAX_FILE_BYTES = 64 << 20  # the limit --include cannot lift (a 1M-token pack is ~4 MB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +75,17 @@ class GitInfo:
     head: str | None  # None before the first commit
 
 
+def inside_git_dir(root: Path) -> bool:
+    """True for a `.git` directory or anything below one (never packed, never walked)."""
+    return ".git" in root.parts
+
+
 def git_info(root: Path) -> GitInfo | None:
-    """GitInfo when `root` is inside a git work tree (and not inside .git), else None."""
+    """GitInfo when `root` is inside a git work tree (and not inside .git), else None.
+
+    A root that the enclosing work tree ignores (say, a project under a home directory that is
+    itself a work tree ignoring `*`) is not part of it: git would list none of its files, so
+    it is walked as a plain directory instead."""
     try:
         proc = run_git(
             root,
@@ -91,6 +104,8 @@ def git_info(root: Path) -> GitInfo | None:
         return None
     head = lines[2].strip() if proc.returncode == 0 and len(lines) > 2 else None
     prefix = lines[1] if len(lines) > 1 else ""
+    if prefix and run_git(root, "check-ignore", "-q", ".", check=False).returncode == 0:
+        return None
     return GitInfo(Path(lines[0]), prefix, head)
 
 
@@ -262,9 +277,13 @@ class RepoFiles:
         if self._scanned:
             return
         self._scanned = True
+        if inside_git_dir(self.root):
+            self._excluded.append(Excluded("./", "git metadata (the root is inside .git)"))
+            return
         listing = self._git_listing() if self.git is not None else self._walk_listing()
         grouped: dict[str, int] = {}  # excluded directory -> number of files below it
         visible: list[str] = []
+        kept: list[str] = []
         for rel in listing:
             reason = self.rule_reason(rel)
             if reason is not None:
@@ -273,6 +292,13 @@ class RepoFiles:
                     grouped[directory] = grouped.get(directory, 0) + 1
                 else:
                     self._excluded.append(Excluded(rel, reason))
+                continue
+            kept.append(rel)
+        named = secret_paths(p for p in kept if not self.explicitly_included(p))
+        for rel in kept:
+            if rel in named:
+                rule, shown = named[rel]
+                self._excluded.append(Excluded(shown, f"secret: {rule} (in the path)"))
                 continue
             self._classify(rel, visible)
         for directory, count in grouped.items():
@@ -286,9 +312,11 @@ class RepoFiles:
         self._excluded.sort(key=lambda e: e.path)
 
     def _classify(self, rel: str, visible: list[str]) -> None:
-        full = self.root / rel
+        if rel.endswith("/"):  # how ls-files --others lists an untracked nested repository
+            self._excluded.append(Excluded(rel, "nested git repository (not packed)"))
+            return
         try:
-            st = os.lstat(full)
+            st = os.lstat(os.path.join(self.root, rel))  # a str join: Path objects cost 5 us
         except FileNotFoundError:
             self._excluded.append(Excluded(rel, "deleted in the working tree"))
             return
@@ -296,6 +324,7 @@ class RepoFiles:
             self._excluded.append(Excluded(rel, f"unreadable ({exc.strerror})"))
             return
         if stat.S_ISLNK(st.st_mode):
+            full = self.root / rel
             self._excluded.append(Excluded(rel, self._symlink_reason(full)))
             if self._symlink_inside(full) and full.is_file():
                 visible.append(rel)
@@ -315,19 +344,40 @@ class RepoFiles:
             if reason is not None:
                 self._excluded.append(Excluded(rel, reason))
                 return
+        elif st.st_size > HARD_MAX_FILE_BYTES:  # never read: no budget holds it whole anyway
+            size = f"{st.st_size:,} bytes > {HARD_MAX_FILE_BYTES:,}"
+            self._excluded.append(Excluded(rel, f"too large even with --include ({size})"))
+            return
         self._candidates.append(Candidate(rel, st.st_size, included))
+
+    def _resolves_inside(self, full: Path) -> bool:
+        try:
+            return Path(os.path.realpath(full)).is_relative_to(self.root)
+        except (OSError, ValueError):
+            return False
 
     def _symlink_inside(self, full: Path) -> bool:
         try:
-            target = full.resolve()
-        except (OSError, RuntimeError):
+            target = full.resolve(strict=True)
+        except (OSError, RuntimeError):  # broken, or a loop
             return False
         return target.is_relative_to(self.root) and target != self.root
 
     def _symlink_reason(self, full: Path) -> str:
-        if not self._symlink_inside(full):
+        try:
+            target = full.resolve(strict=True)
+        except RuntimeError:
+            return "symlink loop (not followed)"
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # Python >= 3.13 raises OSError for a loop
+                return "symlink loop (not followed)"
+            if isinstance(exc, FileNotFoundError):
+                return "broken symlink"
+            return f"symlink (unreadable: {exc.strerror})"
+        if not (target.is_relative_to(self.root) and target != self.root):
             return "symlink leading out of the repository (not followed)"
-        return "symlink (not followed; its target is packed under its own path)"
+        kind = "directory" if target.is_dir() else "file"
+        return f"symlink to a {kind} in the repository (not followed; packed under its own path)"
 
     def _git_listing(self) -> list[str]:
         info = self.git
@@ -436,11 +486,15 @@ class RepoFiles:
             return False
         if norm in self._visible_set or norm in self._visible_dirs:
             return False
+        if inside_git_dir(self.root):
+            return True
         full = self.root / norm
         is_dir = full.is_dir() and not full.is_symlink()
         if self.rule_reason(norm, is_dir) is not None:
             return True
-        if full.is_symlink() and not self._symlink_inside(full):
+        if not self._resolves_inside(full):
+            return True  # the path itself, or a directory on the way, is a link leading out
+        if not self.explicitly_included(norm) and secret_paths([norm]):
             return True
         if self.git is not None:
             return self._git_check_ignore(norm)
@@ -451,6 +505,49 @@ class RepoFiles:
             proc = run_git(self.root, "check-ignore", "-q", "--", rel, check=False)
             self._check_ignore_cache[rel] = proc.returncode == 0
         return self._check_ignore_cache[rel]
+
+
+# Every content rule that could fire on a name needs a long run of token characters: 16+ with a
+# digit (keys, vendor tokens, JWTs), or 30+ of mixed-case letters (Hugging Face tokens have no
+# digits). Most trees have no such name, so they never load the secret rules for their paths.
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9_\-+=.~]{16,}")
+
+
+def _token_like(run: str) -> bool:
+    if any(c.isdigit() for c in run):
+        return True
+    return len(run) >= 30 and not run.islower() and not run.isupper()
+
+
+REDACTED = "[redacted]"
+
+
+def secret_paths(paths: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """{path: (rule id, the path with every segment holding a secret redacted)} for the paths
+    whose names contain a secret (a token pasted into a file or directory name). The path must
+    not be shown either: the redacted form is what reports carry."""
+    paths = list(paths)
+    joined = "\n".join(paths)
+    if not any(_token_like(run) for run in _TOKEN_RUN.findall(joined)):
+        return {}
+    from agent.context.secrets import scan
+
+    if scan(joined) is None:
+        return {}
+    verdicts: dict[str, str | None] = {}
+    found: dict[str, tuple[str, str]] = {}
+    for rel in paths:
+        segments = rel.split("/")
+        rule = None
+        for i, segment in enumerate(segments):
+            if segment not in verdicts:
+                verdicts[segment] = scan(segment)
+            if verdicts[segment]:
+                rule = rule or verdicts[segment]
+                segments[i] = REDACTED
+        if rule:
+            found[rel] = (rule, "/".join(segments))
+    return found
 
 
 def _reason_directory(reason: str) -> str | None:

@@ -78,18 +78,22 @@ def last_commit_times(repo: RepoFiles, wanted: Iterable[str]) -> dict[str, int]:
         args, cwd=repo.root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
     )
     assert proc.stdout is not None
+    # With -z every record ends in NUL: a commit is '\x01<time>' followed by its paths, the
+    # first of which git prefixes with '\n'. Splitting on NUL (never in a path) keeps paths
+    # with newlines or other odd bytes intact.
     buffer = b""
+    when = 0
+    first = False
     try:
         while todo:
             chunk = proc.stdout.read1(1 << 16)
             if not chunk:
                 break
-            buffer += chunk
-            commits = buffer.split(b"\x01")
-            buffer = commits.pop()  # possibly incomplete
-            _take(commits, todo, times)
+            records = (buffer + chunk).split(b"\0")
+            buffer = records.pop()  # possibly incomplete
+            when, first = _take(records, todo, times, when, first)
         if todo and buffer:
-            _take([buffer], todo, times)
+            _take([buffer], todo, times, when, first)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -98,23 +102,25 @@ def last_commit_times(repo: RepoFiles, wanted: Iterable[str]) -> dict[str, int]:
     return times
 
 
-def _take(commits: list[bytes], todo: set[str], times: dict[str, int]) -> None:
-    for commit in commits:
-        if not commit:
+def _take(
+    records: list[bytes], todo: set[str], times: dict[str, int], when: int, first: bool
+) -> tuple[int, bool]:
+    """Consume NUL-separated records; returns the current commit time and whether the next
+    path is a commit's first (carrying git's '\n' prefix)."""
+    for raw in records:
+        if raw.startswith(b"\x01") and raw[1:].isdigit():
+            when, first = int(raw[1:]), True
             continue
-        stamp, _, names = commit.partition(b"\0")
-        try:
-            when = int(stamp.strip() or b"0")
-        except ValueError:
+        if first and raw.startswith(b"\n"):
+            raw = raw[1:]
+        first = False
+        if not raw:
             continue
-        for raw in names.split(b"\0"):
-            raw = raw.strip(b"\n")
-            if not raw:
-                continue
-            path = os.fsdecode(raw)
-            if path in todo:
-                todo.discard(path)
-                times[path] = when
+        path = os.fsdecode(raw)
+        if path in todo:
+            todo.discard(path)
+            times[path] = when
+    return when, first
 
 
 def order_keys(repo: RepoFiles, paths: Iterable[str], store: Store) -> dict[str, float]:

@@ -1,9 +1,11 @@
 """Pack a repository into one prompt within a token budget (`pack_repository`).
 
-Pipeline: discover (RepoFiles) -> read, hash, decode and screen each file -> fit the budget
--> order by git history -> render. Token counts are exact V4 counts, additive by construction
-(see `agent.context.render`), and cached per content hash, so a warm run reads and hashes every
-file but tokenizes nothing that did not change.
+Pipeline: discover (RepoFiles) -> read and hash each file -> look the plan up (the outcome of
+a pack for exactly these contents, budget and format) -> on a miss: decode and screen, fit the
+budget, save the plan -> order by git history -> render. Token counts are exact V4 counts,
+additive by construction (see `agent.context.render`), and cached per content hash, so a warm
+run reads and hashes every file but tokenizes nothing that did not change; with a plan hit it
+does not even screen, rank or fit.
 
 Fitting, when everything does not fit whole:
   1. files are ranked: tier (source > tests > config > docs > data), then centrality within the
@@ -12,11 +14,12 @@ Fitting, when everything does not fit whole:
      (1 - SKELETON_SHARE) of the room left after the header and a listed entry for every file;
   3. the following files become skeletons while they fit; the rest are listed (path and size);
   4. when every remaining file fitted as a skeleton, skeletons are promoted back to whole files
-     from the top while they fit.
-So modes only degrade down the ranking (whole, then skeleton, then listed), the most central
-files stay whole, and the total never exceeds the budget. Only tiers the fitting reaches are
-parsed; only files whose content enters the pack are scanned for secrets (a file found to hold
-one is excluded and the pack is fitted again).
+     from the top while they fit; otherwise the lower band is filled top-down, a file that does
+     not fit is listed and the smaller files after it still get the room left.
+So the most central files stay whole, modes degrade down the ranking (except where one file is
+too big for the room a smaller, lower-ranked one fits in), and the total never exceeds the
+budget. Only tiers the fitting reaches are parsed; every file whose content enters the pack is
+scanned for secrets, in full (a file found to hold one is excluded and the pack is fitted again).
 """
 
 from __future__ import annotations
@@ -28,11 +31,17 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.context import rules
-from agent.context.cache import TOKENIZER_ID, Store, content_key, text_key
-from agent.context.discovery import DEFAULT_MAX_FILE_BYTES, Candidate, Excluded, RepoFiles
+from agent.context.cache import TOKENIZER_ID, Store, content_key, plan_key, text_key
+from agent.context.discovery import (
+    DEFAULT_MAX_FILE_BYTES,
+    Candidate,
+    Excluded,
+    RepoFiles,
+    inside_git_dir,
+)
 from agent.context.render import Renderer, normalize, renderer, safe_split
 from agent.errors import UsageError
 
@@ -41,9 +50,14 @@ MINIFIED_MIN_BYTES = 4096
 MINIFIED_AVG_LINE = 500  # average characters per line above which a file counts as minified
 _GENERATED_MARKERS = ("@generated", "DO NOT EDIT")
 _CODING_COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")
+# C0 controls other than tab, newlines, form feed and escape, and DEL: rare in any text.
+_CONTROL_BYTES = re.compile(rb"[\x01-\x08\x0e-\x1a\x1c-\x1f\x7f]")
+LEGACY_MAX_CONTROL_SHARE = 0.01
 _BATCH_TOKENS = 262_144  # estimated tokens tokenized per batch while fitting
+MAX_BYTES_PER_TOKEN = 5.0  # code runs 3-4.5 bytes per V4 token, English prose 4.5-5
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,7 @@ class PackedFile:
     tier: str
     language: str
     bytes: int
+    encoding: str = "utf-8"  # what the file's bytes were decoded from
 
 
 @dataclass
@@ -73,6 +88,7 @@ class Pack:
     cost_cached: float
     model: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    footer_tokens: int = 0  # the end of the pack (and its list of untracked files)
 
     def manifest(self) -> dict[str, Any]:
         """The JSON object of `v4code context --output-format json`."""
@@ -90,6 +106,7 @@ class Pack:
                     "tier": f.tier,
                     "language": f.language,
                     "bytes": f.bytes,
+                    "encoding": f.encoding,
                 }
                 for f in self.files
             ],
@@ -98,6 +115,7 @@ class Pack:
             "format": self.fmt,
             "model": self.model,
             "header_tokens": self.header_tokens,
+            "footer_tokens": self.footer_tokens,
             "counts": self.counts(),
             "stats": self.stats,
         }
@@ -124,9 +142,15 @@ def _json_safe(path: str) -> str:
 # -- reading and screening ---------------------------------------------------------------------
 
 
-def decode(data: bytes) -> tuple[str | None, str | None]:
-    """(text, None) or (None, reason). UTF-8 (a BOM is dropped), UTF-16/32 with a BOM, or the
-    codec named by a coding cookie in the first two lines; anything else is not text."""
+def decode(data: bytes) -> tuple[str | None, str]:
+    """(text, encoding) or (None, the reason it is not text).
+
+    UTF-8 (a BOM is dropped); UTF-16/32 with a BOM; the codec named by a PEP 263 coding cookie
+    in the first two lines; otherwise, for bytes that look like text in a legacy 8-bit encoding
+    (no NUL, almost no control characters), Windows-1252, or Latin-1 where Windows-1252 leaves
+    a byte undefined. A legacy file is mostly ASCII code with a few accented characters in
+    comments and strings: packing it beats dropping real source. Shift-JIS, GBK and other
+    multi-byte legacy encodings come out garbled that way; the manifest names the encoding."""
     for bom, codec in (
         (codecs.BOM_UTF32_LE, "utf-32"),
         (codecs.BOM_UTF32_BE, "utf-32"),
@@ -135,23 +159,29 @@ def decode(data: bytes) -> tuple[str | None, str | None]:
     ):
         if data.startswith(bom):
             try:
-                return data.decode(codec), None
+                return data.decode(codec), codec
             except UnicodeDecodeError:
                 return None, "binary or undecodable text"
     if b"\0" in data:
         return None, "binary (contains NUL bytes)"
     try:
-        return data.decode("utf-8-sig" if data.startswith(codecs.BOM_UTF8) else "utf-8"), None
+        return data.decode("utf-8-sig" if data.startswith(codecs.BOM_UTF8) else "utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
     for line in data.split(b"\n", 2)[:2]:
         match = _CODING_COOKIE.match(line)
         if match:
+            codec = match.group(1).decode("ascii").lower()
             try:
-                return data.decode(match.group(1).decode("ascii")), None
+                return data.decode(codec), codec
             except (LookupError, UnicodeDecodeError, ValueError):
                 break
-    return None, "binary or not UTF-8 text (undecodable)"
+    if len(_CONTROL_BYTES.findall(data)) > len(data) * LEGACY_MAX_CONTROL_SHARE:
+        return None, "binary (not text in any encoding tried)"
+    try:
+        return data.decode("cp1252"), "windows-1252"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "latin-1"
 
 
 def content_reason(text: str, path: str) -> str | None:
@@ -179,6 +209,7 @@ class _File:
     tier: str
     included: bool
     record: dict[str, Any]
+    encoding: str = "utf-8"
     dirty: bool = False
     full: int | None = None  # block tokens in each mode, once known
     skeleton: int | None = None
@@ -300,7 +331,7 @@ class _Packer:
                 q = safe_split(f.text)
                 f.record["q"] = q
                 tails.append(f.text[q:])
-            counts = self.counter.count_texts(tails)
+            counts = self.alongside_scan(lambda: self.counter.count_texts(tails), fresh)
             for f, n in zip(fresh, counts, strict=True):
                 f.set(t=n)
         pieces: list[str] = []
@@ -363,7 +394,8 @@ class _Packer:
             return
         self._progress("skeletons", 0, len(todo))
         started = time.perf_counter()
-        texts = sk.run_many(sk.skeleton_of, [(f.language, f.text) for f in todo])
+        jobs = [(f.language, f.text) for f in todo]
+        texts = self.alongside_scan(lambda: sk.run_many(sk.skeleton_of, jobs), todo)
         self._timed("skeletons", started)
         self.stats["skeleton_files"] += len(todo)
         for f, text in zip(todo, texts, strict=True):
@@ -417,9 +449,8 @@ class _Packer:
 
     def fit(self, files: list[_File]) -> tuple[dict[_File, str], str, int, int, list[_File]]:
         """({file: mode}, header, header tokens, fixed tokens, files without room even to be listed)."""
-        paths = sorted(f.path for f in files if f.path not in self.untracked)
-        header = self.r.header(self.name, paths)
-        header_tokens, footer_tokens = self.counter.small([header, self.r.footer()])
+        header, footer = self.frame([f.path for f in files])
+        header_tokens, footer_tokens = self.counter.small([header, footer])
         fixed = header_tokens + footer_tokens
         if fixed > self.budget:
             raise UsageError(
@@ -443,18 +474,22 @@ class _Packer:
                     dropped.append(f)
             return modes, header, header_tokens, fixed, dropped
 
-        # 1. Does everything fit whole? A token is at least one byte, so sizes bound the count;
-        # when even 2.5 bytes per token (dense code runs 3.5-4.5) would not fit, go straight to
-        # ranking, which reaches the same answer without tokenizing in the wrong order.
+        # 1. Does everything fit whole? A token is at least one byte, so sizes bound the count.
+        # Otherwise, when the tree could fit at a generous MAX_BYTES_PER_TOKEN, count it in
+        # batches, projecting the rest at the density seen so far: a tree that clearly will not
+        # fit goes to ranking (which tokenizes in rank order) after one batch, a tree that fits
+        # is counted without parsing anything for ranks. Only exact counts and sizes steer
+        # this, so the outcome does not depend on what the cache holds.
         size = sum(f.nbytes + 200 + len(f.path) for f in files)
         if size <= avail + floor:
             self.ensure_full(files)
-        elif size / 2.5 <= avail + floor:
-            gain = 0
+        elif size / MAX_BYTES_PER_TOKEN <= avail + floor:
+            gain = counted = 0
             for batch in _batches(cheap_order):
                 self.ensure_full(batch)
                 gain += sum((f.full or 0) - (f.listed or 0) for f in batch)
-                if gain > avail:
+                counted += sum(f.nbytes + 200 + len(f.path) for f in batch)
+                if gain > avail or gain + (size - counted) * gain / counted > avail * 1.1:
                     break
         if (
             all(f.full is not None for f in files)
@@ -500,18 +535,48 @@ class _Packer:
                 yield order[k0:]
                 yield from tiers
 
-            done = False
+            reached: set[_File] = set()
+            leftovers: list[_File] = []
             for tier in rest():
-                for f in _prefetched(tier, room, _low_estimate, self.ensure_low):
+                reached.update(tier)
+                for i, f in enumerate(_prefetched(tier, room, _low_estimate, self.ensure_low)):
                     gain = (f.low or 0) - (f.listed or 0)
                     if gain > room.left:
-                        done = True
+                        leftovers = list(tier[i + 1 :])
                         break
                     modes[f] = f.low_mode
                     room.left -= gain
-                if done:
+                if leftovers:
                     break
+            if leftovers:
+                unseen = [f for f in cheap_order if f not in reached]
+                self.fill_leftovers(leftovers + unseen, modes, room)
         return modes, header, header_tokens, fixed, []
+
+    def fill_leftovers(self, files: Sequence[_File], modes: dict[_File, str], room: _Room) -> None:
+        """After the first file that does not fit (a huge one, say), smaller files further down
+        may still fit in the room left: place them in order. Only files whose size estimate
+        could fit are parsed, in small groups, so a large tree does not skeletonise everything."""
+        i, n = 0, len(files)
+        while i < n and room.left > 0:
+            group: list[_File] = []
+            while i < n and len(group) < 32:
+                f = files[i]
+                i += 1
+                if _low_estimate(f) - (f.listed or 0) <= 2 * room.left:
+                    group.append(f)
+            self.ensure_low(group)
+            for f in group:
+                gain = (f.low or 0) - (f.listed or 0)
+                if gain <= room.left:
+                    modes[f] = f.low_mode
+                    room.left -= gain
+
+    def frame(self, paths: Sequence[str]) -> tuple[str, str]:
+        """The pack's header (tree of tracked files) and footer (list of untracked files)."""
+        tracked = sorted(p for p in paths if p not in self.untracked)
+        new = sorted(p for p in paths if p in self.untracked)
+        return self.r.header(self.name, tracked), self.r.footer(new)
 
     def promote(self, tail: list[_File], room: int) -> int | None:
         """When every file of `tail` fits in its lower-band form within `room`: how many of its
@@ -550,28 +615,41 @@ class _Packer:
 
     # -- secrets ---------------------------------------------------------------------------------
 
-    def secret_files(self, files: Sequence[_File]) -> list[tuple[_File, str]]:
+    def scan(self, files: Sequence[_File]) -> None:
+        """Scan for secrets the files not scanned yet (results are cached with the content)."""
+        todo = [f for f in files if not f.included and "sec" not in f.record]
+        if not todo:
+            return  # a warm run never imports (and compiles) the rules
         from agent.context.secrets import scan
 
-        found: list[tuple[_File, str]] = []
         started = time.perf_counter()
-        for f in files:
-            if f.included:
-                continue
-            if "sec" not in f.record:
-                f.set(sec=scan(f.text) or "")
-                self.stats["scanned_files"] += 1
-            if f.record["sec"]:
-                found.append((f, f.record["sec"]))
+        for f in todo:
+            f.set(sec=scan(f.text) or "")
+        self.stats["scanned_files"] += len(todo)
         self._timed("secrets", started)
-        return found
 
-    def run(
-        self, files: list[_File], excluded: list[Excluded], order_of: Callable[[_File], Any]
-    ) -> tuple[str, list[PackedFile], int, int]:
+    def alongside_scan(self, work: Callable[[], _T], files: Sequence[_File]) -> _T:
+        """work() on a helper thread while this thread scans `files` for secrets. The heavy
+        work (tiktoken, tree-sitter) releases the GIL, so on a multi-core machine the scan,
+        needed for nearly every file whose content is counted or parsed, costs no wall time."""
+        if not any(not f.included and "sec" not in f.record for f in files):
+            return work()
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="v4pack") as pool:
+            future = pool.submit(work)
+            self.scan(files)
+            return future.result()
+
+    def secret_files(self, files: Sequence[_File]) -> list[tuple[_File, str]]:
+        self.scan(files)
+        return [(f, f.record["sec"]) for f in files if not f.included and f.record["sec"]]
+
+    def run(self, files: list[_File], excluded: list[Excluded]) -> _Plan:
+        """Fit `files` (refitting without any found to hold a secret) and return the plan."""
         while True:
             started = time.perf_counter()
-            modes, header, header_tokens, fixed, dropped = self.fit(files)
+            modes, _, header_tokens, fixed, dropped = self.fit(files)
             self._timed("fit", started)
             visible = [f for f, m in modes.items() if m in ("full", "skeleton")]
             secrets = self.secret_files(visible)
@@ -582,39 +660,19 @@ class _Packer:
                 excluded.append(Excluded(f.path, f"secret: {rule} (by content)"))
             files = [f for f in files if id(f) not in bad]
         for f in dropped:
-            excluded.append(Excluded(f.path, "no room in the budget even for a listed entry"))
-
-        started = time.perf_counter()
-        parts = [header]
-        packed: list[PackedFile] = []
-        total = fixed
-        for f in sorted(modes, key=order_of):
-            mode = modes[f]
-            if mode == "full":
-                block = (
-                    self.r.open(f.path, f.language, "full", f.text) + f.text + self.r.close(f.text)
-                )
-                tokens = f.full or 0
-            elif mode == "skeleton":
-                text = self.skeletons.get(f.key) or ""
-                block = (
-                    self.r.open(f.path, f.language, "skeleton", text) + text + self.r.close(text)
-                )
-                tokens = f.skeleton or 0
-            else:
-                block = self.r.listed(f.path, f.size)
-                tokens = f.listed or 0
-            parts.append(block)
-            packed.append(PackedFile(f.path, tokens, mode, f.tier, f.language, f.size))
-            total += tokens
-        parts.append(self.r.footer())
+            excluded.append(Excluded(f.path, NO_ROOM))
+        placed: dict[str, tuple[str, int]] = {}
+        for f, mode in modes.items():
+            tokens = f.full if mode == "full" else f.skeleton if mode == "skeleton" else f.listed
+            placed[f.path] = (mode, tokens or 0)
+        total = fixed + sum(tokens for _, tokens in placed.values())
         if total > self.budget:  # the fitting arithmetic guarantees this; never ship a lie
             raise AssertionError(f"packed {total} tokens into a budget of {self.budget}")
-        text = "".join(parts)
-        self._timed("render", started)
         self.stats["tokenized_tokens"] = self.counter.tokenized_tokens
         self.timings["tokenize"] = self.counter.seconds
-        return text, packed, total, header_tokens
+        encodings = {f.path: f.encoding for f in modes if f.encoding != "utf-8"}
+        dropped_paths = [d.path for d in dropped]
+        return _Plan(placed, dropped_paths, header_tokens, fixed, self.ranked_tiers, encodings)
 
     def save(self, files: Sequence[_File]) -> None:
         for f in files:
@@ -683,6 +741,143 @@ def _batches(files: Sequence[_File]) -> Iterator[list[_File]]:
         yield batch
 
 
+# -- plans: the outcome of one pack, cached for the exact same input ---------------------------
+
+NO_ROOM = "no room in the budget even for a listed entry"
+_MODE_CODES = {"full": "F", "skeleton": "S", "listed": "L"}
+_CODE_MODES = {v: k for k, v in _MODE_CODES.items()}
+_DROPPED, _EXCLUDED = "D", "X"  # dropped files still appear in the header's tree
+
+
+@dataclass
+class _Plan:
+    placed: dict[str, tuple[str, int]]  # path -> (mode, block tokens)
+    dropped: list[str]
+    header_tokens: int
+    fixed: int  # header + footer tokens
+    ranked_tiers: list[str]
+    encodings: dict[str, str] = field(default_factory=dict)  # path -> encoding, if not UTF-8
+
+    def encode(self, blobs: Sequence[_Blob], excluded: Sequence[Excluded]) -> dict[str, Any]:
+        """Compact JSON, aligned with `blobs` (the plan key fixes their paths and order).
+        `excluded`: the exclusions found after reading (contents, secrets, no room)."""
+        dropped = set(self.dropped)
+        reasons = {e.path: e.reason for e in excluded}
+        codes, tokens, notes = [], [], []
+        for i, b in enumerate(blobs):
+            if b.path in self.placed:
+                mode, n = self.placed[b.path]
+                codes.append(_MODE_CODES[mode])
+                tokens.append(n)
+                continue
+            codes.append(_DROPPED if b.path in dropped else _EXCLUDED)
+            tokens.append(0)
+            notes.append([i, reasons.get(b.path, "excluded")])
+        return {
+            "modes": "".join(codes),
+            "tokens": tokens,
+            "excluded": notes,
+            "header_tokens": self.header_tokens,
+            "fixed": self.fixed,
+            "ranked_tiers": self.ranked_tiers,
+            "encodings": [
+                [i, self.encodings[b.path]] for i, b in enumerate(blobs) if b.path in self.encodings
+            ],
+        }
+
+
+def _plan_parts(
+    name: str, fmt: str, budget: int, blobs: Sequence[_Blob], untracked: frozenset[str]
+) -> Iterator[bytes]:
+    """Everything a plan depends on: the pack's name, format and budget, and per file its
+    path, content key, --include flag and whether it is untracked (the header lists only
+    tracked files). Tiers and languages follow from the paths; the engine code is in the salt."""
+    yield f"{name}\0{fmt}\0{budget}".encode("utf-8", "surrogatepass")
+    for b in blobs:
+        flags = b"%d%d" % (b.included, b.path in untracked)
+        yield b.path.encode("utf-8", "surrogatepass") + b"\0" + flags + b.key
+
+
+def _decode_plan(
+    data: dict[str, Any] | None, blobs: Sequence[_Blob], budget: int
+) -> dict[str, Any] | None:
+    """The stored plan when it is well-formed for `blobs`, else None (recompute)."""
+    if data is None:
+        return None
+    try:
+        modes, tokens, notes = data["modes"], data["tokens"], data["excluded"]
+        ok = (
+            isinstance(modes, str)
+            and len(modes) == len(tokens) == len(blobs)
+            and set(modes) <= {*_CODE_MODES, _DROPPED, _EXCLUDED}
+            and all(isinstance(n, int) and n >= 0 for n in tokens)
+            and isinstance(data["header_tokens"], int)
+            and isinstance(data["fixed"], int)
+            and data["fixed"] + sum(tokens) <= budget
+            and all(0 <= i < len(blobs) and modes[i] in "DX" for i, _ in notes)
+            and len(notes) == modes.count("D") + modes.count("X")
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return data if ok else None
+
+
+@dataclass
+class _Placed:
+    file: PackedFile
+    body: str | None  # the content or skeleton (None for a listed entry)
+
+
+def _from_plan(
+    plan: dict[str, Any], blobs: Sequence[_Blob], store: Store
+) -> tuple[list[_Placed], list[Excluded], list[str]] | None:
+    """(placed files, exclusions, paths in the pack's tree) from a stored plan; None when a
+    piece it needs is gone (a skeleton text, or a content that no longer decodes)."""
+    modes: str = plan["modes"]
+    skeleton_keys = [b.key for b, m in zip(blobs, modes, strict=True) if m == "S"]
+    skeletons = store.get_skeletons(skeleton_keys) if skeleton_keys else {}
+    placed: list[_Placed] = []
+    excluded: list[Excluded] = []
+    reasons = {i: reason for i, reason in plan["excluded"]}
+    encodings = {i: str(encoding) for i, encoding in plan.get("encodings") or ()}
+    paths: list[str] = []
+    for i, (b, code, tokens) in enumerate(zip(blobs, modes, plan["tokens"], strict=True)):
+        if code in (_DROPPED, _EXCLUDED):
+            excluded.append(Excluded(b.path, str(reasons[i])))
+            if code == _DROPPED:
+                paths.append(b.path)
+            continue
+        mode = _CODE_MODES[code]
+        body = None
+        if mode == "full":
+            text, _ = decode(b.data)
+            if text is None:
+                return None
+            body = normalize(text)
+        elif mode == "skeleton":
+            body = skeletons.get(b.key)
+            if not body:
+                return None
+        tier = rules.tier(b.path)
+        encoding = encodings.get(i, "utf-8")
+        packed = PackedFile(b.path, tokens, mode, tier, b.language, len(b.data), encoding)
+        placed.append(_Placed(packed, body))
+        paths.append(b.path)
+    return placed, excluded, paths
+
+
+def _render(r: Renderer, header: str, footer: str, placed: Sequence[_Placed]) -> str:
+    parts = [header]
+    for p in placed:
+        f = p.file
+        if p.body is None:
+            parts.append(r.listed(f.path, f.bytes))
+        else:
+            parts.append(r.open(f.path, f.language, f.mode, p.body) + p.body + r.close(p.body))
+    parts.append(footer)
+    return "".join(parts)
+
+
 # -- public entry point ------------------------------------------------------------------------
 
 
@@ -713,6 +908,8 @@ def pack_repository(
     if not path.is_dir():
         raise UsageError(f"repository path is not a directory: {path}")
     path = path.resolve()
+    if inside_git_dir(path):
+        raise UsageError(f"repository path is inside a .git directory: {path}")
     renderer(fmt)  # validates the format early
     if settings is None:
         from agent.config import load_settings
@@ -729,40 +926,74 @@ def pack_repository(
         progress = bar.update
     timings: dict[str, float] = {}
     try:
-        mark = time.perf_counter()
-        repo = RepoFiles(path, include=include, max_file_bytes=max_file_bytes)
-        candidates = repo.candidates()
-        excluded = repo.excluded()
-        skipped = _relative_to(path, skip)
-        if skipped:
-            excluded.extend(
-                Excluded(c.path, "output of v4code context")
-                for c in candidates
-                if c.path in skipped
+        with store.batch():  # every cache write of the run in one transaction
+            mark = time.perf_counter()
+            repo = RepoFiles(path, include=include, max_file_bytes=max_file_bytes)
+            candidates = repo.candidates()
+            excluded = repo.excluded()
+            skipped = _relative_to(path, skip)
+            if skipped:
+                excluded.extend(
+                    Excluded(c.path, "output of v4code context")
+                    for c in candidates
+                    if c.path in skipped
+                )
+                candidates = [c for c in candidates if c.path not in skipped]
+            timings["discover"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            blobs = _read(path, candidates, excluded, progress)
+            untracked = (
+                frozenset(repo.untracked) if repo.git is not None and repo.git.head else frozenset()
             )
-            candidates = [c for c in candidates if c.path not in skipped]
-        timings["discover"] = time.perf_counter() - mark
-        mark = time.perf_counter()
-        files = _read(path, candidates, excluded, store, progress)
-        timings["read"] = time.perf_counter() - mark
-        if any(not f.record for f in files):
-            _warm_up_tokenizer()  # new content will be tokenized: load it while we rank and parse
-        mark = time.perf_counter()
-        from agent.context.history import order_keys
+            packer = _Packer(path, fmt, budget, store, progress, untracked)
+            key = plan_key(_plan_parts(packer.name, packer.r.fmt, budget, blobs, untracked))
+            stored = _decode_plan(store.get_plan(key), blobs, budget)
+            from_plan = _from_plan(stored, blobs, store) if stored is not None else None
+            timings["read"] = time.perf_counter() - mark
+            if from_plan is not None and stored is not None:
+                placed, late, tree_paths = from_plan
+                plan_hit = True
+                header_tokens, fixed = stored["header_tokens"], stored["fixed"]
+                ranked_tiers = list(stored.get("ranked_tiers") or [])
+            else:
+                plan_hit = False
+                mark = time.perf_counter()
+                late = []
+                files = _screen(blobs, late, store)
+                timings["screen"] = time.perf_counter() - mark
+                if any(not f.record for f in files):
+                    _warm_up_tokenizer()  # new content will be tokenized: load it while we rank
+                plan = packer.run(files, late)
+                by_path = {f.path: f for f in files}
+                placed = []
+                for p, (mode, tokens) in plan.placed.items():
+                    f = by_path[p]
+                    body = f.text if mode == "full" else packer.skeletons.get(f.key)
+                    file = PackedFile(p, tokens, mode, f.tier, f.language, f.size, f.encoding)
+                    placed.append(_Placed(file, None if mode == "listed" else body or ""))
+                tree_paths = [*plan.placed, *plan.dropped]
+                header_tokens, fixed, ranked_tiers = (
+                    plan.header_tokens,
+                    plan.fixed,
+                    plan.ranked_tiers,
+                )
+                mark = time.perf_counter()
+                packer.save(files)
+                store.put_plan(key, plan.encode(blobs, late))
+                timings["save"] = time.perf_counter() - mark
+            excluded.extend(late)
+            mark = time.perf_counter()
+            from agent.context.history import order_keys
 
-        keys = order_keys(repo, [f.path for f in files], store)
-        timings["history"] = time.perf_counter() - mark
-        new_files = (
-            frozenset(repo.untracked) if repo.git is not None and repo.git.head else frozenset()
-        )
-        packer = _Packer(path, fmt, budget, store, progress, new_files)
-        text, packed, total, header_tokens = packer.run(
-            files, excluded, order_of=lambda f: (keys.get(f.path, 0.0), f.path)
-        )
-        mark = time.perf_counter()
-        packer.save(files)
-        timings["save"] = time.perf_counter() - mark
-        cache_enabled = store.enabled
+            keys = order_keys(repo, [p.file.path for p in placed], store)
+            timings["history"] = time.perf_counter() - mark
+            mark = time.perf_counter()
+            placed.sort(key=lambda p: (keys.get(p.file.path, 0.0), p.file.path))
+            header, footer = packer.frame(tree_paths)
+            text = _render(packer.r, header, footer, placed)
+            total = fixed + sum(p.file.tokens for p in placed)
+            timings["render"] = time.perf_counter() - mark
+            cache_enabled = store.enabled
     finally:
         if bar is not None:
             bar.close()
@@ -775,8 +1006,9 @@ def pack_repository(
     timings.update(packer.timings)
     stats = dict(
         packer.stats,
-        ranked_tiers=list(packer.ranked_tiers),
+        ranked_tiers=ranked_tiers,
         cache=cache_enabled,
+        plan="hit" if plan_hit else "miss",
         timings={k: round(v, 4) for k, v in timings.items()},
     )
     return Pack(
@@ -787,7 +1019,8 @@ def pack_repository(
         text=text,
         total_tokens=total,
         header_tokens=header_tokens,
-        files=packed,
+        footer_tokens=fixed - header_tokens,
+        files=[p.file for p in placed],
         excluded=excluded,
         tokenizer=TOKENIZER_ID,
         elapsed_s=time.perf_counter() - started,
@@ -816,50 +1049,77 @@ def _warm_up_tokenizer() -> None:
         warm_up()
 
 
+@dataclass(eq=False)
+class _Blob:
+    path: str
+    data: bytes
+    key: bytes
+    language: str
+    included: bool
+
+
+def _read_bytes(path: str) -> bytes:
+    # os.read into one buffer of the stat'ed size: half the cost of open().read() per file.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)
+        if len(data) == size:
+            return data
+        chunks = [data]  # it changed size since the stat (or a short read): read to the end
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _read(
-    root: Path,
-    candidates: Sequence[Candidate],
-    excluded: list[Excluded],
-    store: Store,
-    progress: Progress | None,
-) -> list[_File]:
-    blobs: list[tuple[Candidate, bytes]] = []
+    root: Path, candidates: Sequence[Candidate], excluded: list[Excluded], progress: Progress | None
+) -> list[_Blob]:
+    """Read and hash every candidate (in path order)."""
+    blobs: list[_Blob] = []
     total = len(candidates)
     for i, c in enumerate(candidates):
         try:
-            with open(root / c.path, "rb") as fh:
-                data = fh.read()
+            data = _read_bytes(os.path.join(root, c.path))
         except OSError as exc:
             excluded.append(Excluded(c.path, f"unreadable ({exc.strerror or exc})"))
             continue
-        blobs.append((c, data))
+        language = rules.language(c.path)
+        blobs.append(_Blob(c.path, data, content_key(data, language), language, c.included))
         if progress is not None and i % 500 == 0:
             progress("reading", i, total)
-    languages = [rules.language(c.path) for c, _ in blobs]
-    keys = [content_key(data, lang) for (_, data), lang in zip(blobs, languages, strict=True)]
-    records = store.get_files(keys)
+    return blobs
+
+
+def _screen(blobs: Sequence[_Blob], excluded: list[Excluded], store: Store) -> list[_File]:
+    """Decode and screen the contents (binary, minified, generated, token configs); attach
+    each content's cached facts."""
+    records = store.get_files(b.key for b in blobs)
     files: list[_File] = []
-    for (c, data), key, language in zip(blobs, keys, languages, strict=True):
-        text, reason = decode(data)
+    for b in blobs:
+        text, encoding = decode(b.data)
         if text is None:
-            excluded.append(Excluded(c.path, reason or "undecodable"))
+            excluded.append(Excluded(b.path, encoding))
             continue
-        if not c.included:
-            reason = content_reason(text, c.path)
+        if not b.included:
+            reason = content_reason(text, b.path)
             if reason is not None:
-                excluded.append(Excluded(c.path, reason))
+                excluded.append(Excluded(b.path, reason))
                 continue
-        record = records.setdefault(key, {})  # one dict per content: identical files share facts
+        record = records.setdefault(b.key, {})  # one dict per content: identical files share facts
         files.append(
             _File(
-                c.path,
-                len(data),
-                key,
+                b.path,
+                len(b.data),
+                b.key,
                 normalize(text),
-                language,
-                rules.tier(c.path),
-                c.included,
+                b.language,
+                rules.tier(b.path),
+                b.included,
                 record,
+                encoding,
             )
         )
     return files

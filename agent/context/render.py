@@ -44,7 +44,7 @@ def _attr(value: str) -> str:
     )
 
 
-def _display(path: str) -> str:
+def display_path(path: str) -> str:
     """A path as shown in the text: control characters (a newline in a name) escaped."""
     if path.isprintable():
         return path
@@ -56,7 +56,7 @@ def file_tree(paths: Sequence[str]) -> str:
     lines: list[str] = []
     opened: list[str] = []
     for path in sorted(paths):
-        parts = [_display(p) for p in path.split("/")]
+        parts = [display_path(p) for p in path.split("/")]
         dirs = parts[:-1]
         common = 0
         while common < len(opened) and common < len(dirs) and opened[common] == dirs[common]:
@@ -75,20 +75,24 @@ class Renderer:
     fmt = "xml"
 
     def header(self, name: str, paths: Sequence[str]) -> str:
-        return f'<repository name="{_attr(_display(name))}">\n<file_tree>\n{file_tree(paths)}</file_tree>\n'
+        return f'<repository name="{_attr(display_path(name))}">\n<file_tree>\n{file_tree(paths)}</file_tree>\n'
 
     def open(self, path: str, language: str, mode: str, content: str) -> str:
         extra = "" if mode == "full" else f' mode="{mode}"'
-        return f'<file path="{_attr(_display(path))}" language="{language}"{extra}>\n'
+        return f'<file path="{_attr(display_path(path))}" language="{language}"{extra}>\n'
 
     def close(self, content: str) -> str:
         return "</file>\n"
 
     def listed(self, path: str, size: int) -> str:
-        return f'<file path="{_attr(_display(path))}" mode="listed" bytes="{size}"/>\n'
+        return f'<file path="{_attr(display_path(path))}" mode="listed" bytes="{size}"/>\n'
 
-    def footer(self) -> str:
-        return "</repository>\n"
+    def footer(self, untracked: Sequence[str] = ()) -> str:
+        """The end of the pack. Untracked files are listed here rather than in the header's
+        tree, so creating a file changes only the end of the pack (the cached prefix stays)."""
+        if not untracked:
+            return "</repository>\n"
+        return f"<untracked_files>\n{file_tree(untracked)}</untracked_files>\n</repository>\n"
 
 
 class MarkdownRenderer(Renderer):
@@ -100,22 +104,28 @@ class MarkdownRenderer(Renderer):
         return "`" * max(3, longest + 1)
 
     def header(self, name: str, paths: Sequence[str]) -> str:
+        tree = file_tree(paths)
+        fence = self.fence(tree)
         return (
-            f"# Repository {_display(name)}\n\n## File tree\n\n```text\n{file_tree(paths)}```\n\n"
+            f"# Repository {display_path(name)}\n\n## File tree\n\n{fence}text\n{tree}{fence}\n\n"
         )
 
     def open(self, path: str, language: str, mode: str, content: str) -> str:
-        title = _display(path) if mode == "full" else f"{_display(path)} ({mode})"
+        title = display_path(path) if mode == "full" else f"{display_path(path)} ({mode})"
         return f"## {title}\n\n{self.fence(content)}{language}\n"
 
     def close(self, content: str) -> str:
         return f"{self.fence(content)}\n\n"
 
     def listed(self, path: str, size: int) -> str:
-        return f"## {_display(path)} (listed, {size} bytes)\n\n"
+        return f"## {display_path(path)} (listed, {size} bytes)\n\n"
 
-    def footer(self) -> str:
-        return ""
+    def footer(self, untracked: Sequence[str] = ()) -> str:
+        if not untracked:
+            return ""
+        tree = file_tree(untracked)
+        fence = self.fence(tree)
+        return f"## Untracked files\n\n{fence}text\n{tree}{fence}\n\n"
 
 
 def renderer(fmt: str) -> Renderer:

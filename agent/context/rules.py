@@ -8,7 +8,6 @@ content rules (binary, minified, generated, secrets) live in `agent.context.pack
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
 
 # Directories holding third-party or build output. Matched on any path segment.
 VENDORED_DIRS = frozenset(
@@ -388,11 +387,17 @@ def name_exclusion(rel: str) -> str | None:
     return None
 
 
+def _suffix(name: str) -> str:
+    """PurePosixPath(name).suffix without building a path object (called per file per run)."""
+    i = name.rfind(".")
+    return name[i:] if 0 < i < len(name) - 1 else ""
+
+
 def language(rel: str) -> str:
     name = rel.rsplit("/", 1)[-1]
     if name in _LANGUAGE_BY_NAME:
         return _LANGUAGE_BY_NAME[name]
-    suffix = PurePosixPath(name).suffix
+    suffix = _suffix(name)
     return LANGUAGES.get(suffix) or LANGUAGES.get(suffix.lower()) or "text"
 
 
@@ -400,7 +405,7 @@ def tier(rel: str) -> str:
     """source > tests > config (build/config) > docs > data, from the path alone."""
     parts = rel.split("/")
     name = parts[-1]
-    suffix = PurePosixPath(name).suffix.lower()
+    suffix = _suffix(name).lower()
     lang = language(rel)
     if name in _CONFIG_NAMES or (name.startswith("requirements") and suffix == ".txt"):
         return "config"

@@ -10,6 +10,7 @@ random-looking and not a placeholder. Why not detect-secrets: see docs/context.m
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -20,16 +21,34 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Rule:
     id: str
-    finders: tuple[str | re.Pattern[str], ...]  # one must hit before `pattern` runs
-    pattern: re.Pattern[str]
+    finders: tuple[re.Pattern[str], ...]  # one must hit before `pattern` runs
+    regex: str
     judge: str = "placeholder"  # placeholder: skip doc examples; random: group 1 random; none
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        # Compiled on the first hit of a finder: most rules never fire in a process, and
+        # compiling them all costs more than a warm pack's whole scan of file names.
+        return _compiled(self.regex)
+
+
+@functools.cache
+def _compiled(regex: str) -> re.Pattern[str]:
+    return re.compile(regex)
+
+
+@functools.cache
+def _finder(text: str) -> re.Pattern[str]:
+    return re.compile(text[3:] if text.startswith("re:") else re.escape(text))
 
 
 def _rule(rule_id: str, finders: Iterable[str], regex: str, judge: str = "placeholder") -> Rule:
-    """Finders written as 're:...' are regexes (keep a literal first character: the regex
-    engine then skips ahead as fast as a substring search)."""
-    compiled = tuple(re.compile(f[3:]) if f.startswith("re:") else f for f in finders)
-    return Rule(rule_id, compiled, re.compile(regex), judge)
+    """Finders are literals, or regexes written as 're:...' that start with a literal. Either
+    way they run as compiled regexes: the regex engine's literal-prefix search is up to 2x
+    faster than `str in str` on code (measured: 2 ms vs 4 ms per pass over 6 MB), and a shared
+    finder is one object, so it runs once per text whichever rules use it."""
+    compiled = tuple(_finder(f) for f in finders)
+    return Rule(rule_id, compiled, regex, judge)
 
 
 # Values containing these are documentation examples, fixtures or templates ({var}, ${VAR},
@@ -98,7 +117,7 @@ RULES: tuple[Rule, ...] = (
         r"\bsk-(?:(?:proj|svcacct|admin)-)?[A-Za-z0-9_\-]{20,}T3BlbkFJ[A-Za-z0-9_\-]{20,}"
         r"|\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{40,}",
     ),
-    _rule("anthropic-api-key", ["sk-ant-"], r"\bsk-ant-(?:api|admin)\d\d-[A-Za-z0-9_\-]{80,}"),
+    _rule("anthropic-api-key", ["sk-"], r"\bsk-ant-(?:api|admin)\d\d-[A-Za-z0-9_\-]{80,}"),
     _rule("deepseek-api-key", ["sk-"], r"\bsk-[0-9a-f]{32}(?![0-9A-Za-z])"),
     _rule("huggingface-token", ["hf_"], r"\bhf_[A-Za-z]{34}(?![A-Za-z0-9_])"),
     _rule("npm-token", ["npm_"], r"\bnpm_[A-Za-z0-9]{36}(?![A-Za-z0-9])"),
@@ -114,7 +133,7 @@ RULES: tuple[Rule, ...] = (
     ),
     _rule(
         "jwt",
-        ["eyJ"],
+        ["yJ"],  # 'y' is rarer than 'e' in code, so this literal search is 2x faster
         r"\beyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{16,}",
     ),
     _rule(
@@ -128,14 +147,20 @@ RULES: tuple[Rule, ...] = (
 
 # Assignments to secret-like names: find long quoted values (a quote-first regex is the fastest
 # way through code), then look just before each for `name =`, `name:`, `"name":` or `name =>`
-# where the name ends in a secret word.
+# where the name ends in a secret word:
+#     NAME s? ['"\]]? [ \t]* (=> | := | : | =) [ \t]* [bru]? <the quoted value>
+# NAME: secret, token, passwd/password, pwd, passphrase, credential(s), api_key/apikey,
+# access/private/auth/signing/encryption/master key (any case, `_` or `-` or nothing before
+# "key"), or an all-caps `FOO_KEY`. The regex reads the text *backwards* from the quote, so it is
+# one anchored match per quoted value instead of a search through the line before it.
 _QUOTED_VALUE = re.compile(r"""(["'`])([^"'`\s\\]{16,200})\1""")
-_SECRET_NAME_BEFORE = re.compile(
-    r"""(?:(?i:secret|token|passw(?:or)?d|pwd|passphrase|credentials?|api[_\-]?key|apikey"""
-    r"""|access[_\-]?key|private[_\-]?key|auth[_\-]?key|signing[_\-]?key|encryption[_\-]?key"""
-    r"""|master[_\-]?key)|(?<![A-Za-z0-9])[A-Z0-9]+_KEY)s?['"\]]?[ \t]*(?:=>|:=|[:=])[ \t]*[bru]?$"""
+_NAME_BEFORE_REVERSED = re.compile(
+    r"""[bru]?[ \t]*(?:>=|=:|[:=])[ \t]*['"\]]?s?"""
+    r"""(?:(?i:terces|nekot|d(?:ro)?wssap|dwp|esarhpssap|s?laitnederc|yek(?:[_\-]?ipa|ipa)"""
+    r"""|yek[_\-]?(?:ssecca|etavirp|htua|gningis|noitpyrcne|retsam))"""
+    r"""|YEK_[A-Z0-9]+(?![A-Za-z0-9]))"""
 )
-_ASSIGNMENT_WORDS = ("secret", "token", "passw", "pwd", "passphrase", "key", "credential")
+_NAME_WINDOW = 80  # characters before the quote in which the name must end
 MIN_ENTROPY_BITS = 3.5
 
 
@@ -162,28 +187,22 @@ def random_looking(value: str) -> bool:
 
 
 def _secret_assignment(text: str) -> bool:
-    lowered = text.lower()  # one copy; substring tests on it beat a case-insensitive regex 8x
-    if not any(word in lowered for word in _ASSIGNMENT_WORDS):
-        return False
     for match in _QUOTED_VALUE.finditer(text):
         start = match.start()
-        if _SECRET_NAME_BEFORE.search(text, max(0, start - 80), start) and random_looking(
-            match.group(2)
-        ):
+        before = text[max(0, start - _NAME_WINDOW) : start][::-1]
+        if _NAME_BEFORE_REVERSED.match(before) and random_looking(match.group(2)):
             return True
     return False
 
 
 def scan(text: str) -> str | None:
     """The id of the first rule that fires on `text`, or None."""
-    hits: dict[str | re.Pattern[str], bool] = {}  # finders shared by several rules run once
+    hits: dict[re.Pattern[str], bool] = {}  # finders shared by several rules run once
     for rule in RULES:
         found = False
         for finder in rule.finders:
             if finder not in hits:
-                hits[finder] = (
-                    (finder in text) if isinstance(finder, str) else finder.search(text) is not None
-                )
+                hits[finder] = finder.search(text) is not None
             if hits[finder]:
                 found = True
                 break

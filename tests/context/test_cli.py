@@ -70,6 +70,13 @@ def test_json_manifest_schema(stdlib_repo, tmp_path: Path):
     } <= TIERS
     assert {f["tier"] for f in manifest["files"]} >= {"source", "config", "docs"}
     assert all(isinstance(f["tokens"], int) and f["tokens"] > 0 for f in manifest["files"])
+    assert all(f["encoding"] == "utf-8" for f in manifest["files"])
+    assert (
+        manifest["header_tokens"]
+        + sum(f["tokens"] for f in manifest["files"])
+        + manifest["footer_tokens"]
+        == (manifest["total_tokens"])
+    )
     assert {"path": "logo.png", "reason": "binary (contains NUL bytes)"} in manifest["excluded"]
     text = out.read_text(encoding="utf-8")
     assert get_tokenizer().count(text) == manifest["total_tokens"]
@@ -118,6 +125,12 @@ def test_exit_code_2_for_bad_paths_and_budgets(tmp_path: Path, stdlib_repo):
     proc = v4code("--repo", str(root), "--budget", "20")
     assert proc.returncode == 2 and "smaller than the pack's header" in proc.stderr
     assert v4code("--repo", str(root), "--format", "yaml").returncode == 2
+    assert v4code("--repo", str(root), "--max-file-bytes", "0").returncode == 2
+    assert v4code("--repo", str(root), "--budget", "0").returncode == 2
+    proc = v4code("--repo", str(root / ".git"), "--output-format", "json")
+    assert proc.returncode == 2 and "inside a .git directory" in json.loads(proc.stdout)["error"]
+    proc = v4code("--repo", str(root), "--output", str(root / "src"))
+    assert proc.returncode == 2 and "is a directory" in proc.stderr
 
 
 def test_failed_output_write_loses_nothing(stdlib_repo, tmp_path: Path):
@@ -129,3 +142,14 @@ def test_failed_output_write_loses_nothing(stdlib_repo, tmp_path: Path):
     proc = v4code("--repo", str(root), "--budget", "10", "--output", str(existing))
     assert proc.returncode == 2
     assert existing.read_text() == "precious\n"
+
+
+def test_summary_shows_odd_names_escaped_and_literal(write_tree):
+    root = write_tree(
+        {"line\nbreak.py": "x = 1\n", "[bold]markup.py": "y = 2\n", "ok.py": "z = 3\n"},
+        git_init=True,
+        commit=True,
+    )
+    proc = v4code("--repo", str(root), "--verbose")
+    assert proc.returncode == 0, proc.stderr
+    assert "line\\nbreak.py" in proc.stderr and "[bold]markup.py" in proc.stderr

@@ -188,7 +188,8 @@ def test_content_screening(write_tree):
     files: dict[str, str | bytes] = {
         "ok.py": "x = 1\n",
         "image.png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)),
-        "legacy.txt": "caf\xe9 cr\xe8me\n".encode("latin-1"),
+        "legacy.txt": "caf\xe9 cr\xe8me \u20ac\n".encode("cp1252"),
+        "noise.bin": bytes(range(1, 256)) * 4,  # binary without a NUL byte
         "cookie.py": latin1,
         "wide.txt": "utf-16 text\n".encode("utf-16"),
         "huge.py": "x = 1\n" * 180_000,
@@ -201,14 +202,22 @@ def test_content_screening(write_tree):
     pack = pack_repository(root)
     reasons = {e.path: e.reason for e in pack.excluded}
     assert reasons["image.png"].startswith("binary")
-    assert "not UTF-8" in reasons["legacy.txt"]
+    assert reasons["noise.bin"].startswith("binary")
     assert reasons["huge.py"].startswith("too large")
     assert reasons["package-lock.json"] == "lock file"
     assert reasons["vendor.min.js"].startswith("minified")
     assert reasons["bundle.js"].startswith("minified")
     assert reasons["gen.py"].startswith("generated")
-    assert sorted(f.path for f in pack.files) == ["cookie.py", "ok.py", "wide.txt"]
+    assert sorted(f.path for f in pack.files) == ["cookie.py", "legacy.txt", "ok.py", "wide.txt"]
     assert "name = 'café'" in pack.text and "utf-16 text" in pack.text
+    assert "café crème €" in pack.text  # legacy 8-bit text is decoded, not dropped
+    encodings = {f.path: f.encoding for f in pack.files}
+    assert encodings == {
+        "cookie.py": "latin-1",
+        "legacy.txt": "windows-1252",
+        "ok.py": "utf-8",
+        "wide.txt": "utf-16",
+    }
     bigger = pack_repository(root, max_file_bytes=2_000_000)
     assert "huge.py" in {f.path for f in bigger.files}
 
@@ -266,3 +275,98 @@ def test_concurrent_runs_share_the_cache(real_repo: Path):
     assert all(p.returncode == 0 for p in procs), [err for _, err in results]
     assert len({out for out, _ in results}) == 1
     assert pack_repository(real_repo, budget=50_000).stats["tokenized_tokens"] == 0
+
+
+def test_untracked_files_are_listed_at_the_end_not_in_the_tree(real_repo: Path):
+    """The header's tree holds tracked files only (creating a file must not change the cached
+    prefix); untracked files get their own list after the last block, so the model still sees
+    every packed file named in a tree, and the counts stay exact."""
+    (real_repo / "src/zz_new.py").write_text("def brand_new():\n    return 1\n")
+    (real_repo / "NOTES.md").write_text("# scratch\n")
+    for fmt in ("xml", "markdown"):
+        pack = pack_repository(real_repo, fmt=fmt)
+        tree = pack.text[: pack.text.index("json/")]
+        footer = pack.text[-pack.text[::-1].index("\n", 2) - 200 :]
+        assert "zz_new.py" not in tree and "NOTES.md" not in tree
+        assert "zz_new.py" in footer and "NOTES.md" in footer
+        assert get_tokenizer().count(pack.text) == pack.total_tokens
+        assert pack.header_tokens + sum(f.tokens for f in pack.files) + pack.footer_tokens == (
+            pack.total_tokens
+        )
+    assert pack.text.endswith("```text\nNOTES.md\nsrc/\n  zz_new.py\n```\n\n")
+
+
+def test_tiny_budgets_are_never_exceeded(write_tree):
+    files = {f"pkg/mod{i}.py": f"def f{i}(x):\n    return x * {i}\n" * (i + 1) for i in range(12)}
+    files["README.md"] = "# tiny\n" * 40
+    root = write_tree(files, git_init=True, commit=True)
+    (root / "untracked.py").write_text("y = 2\n")
+    tok = get_tokenizer()
+    smallest = None
+    for budget in range(40, 900, 7):
+        try:
+            pack = pack_repository(root, budget=budget)
+        except UsageError:
+            assert smallest is None  # once the header fits, every larger budget packs
+            continue
+        smallest = smallest or budget
+        assert pack.total_tokens <= budget and tok.count(pack.text) == pack.total_tokens
+        modes = {f.mode for f in pack.files}
+        assert modes <= {"full", "skeleton", "listed"}
+    assert smallest is not None
+
+
+def test_one_file_larger_than_the_budget(write_tree):
+    body = "".join(
+        f"def function_{i}(a, b):\n    '''Doc {i}.'''\n    return a + b * {i}\n\n"
+        for i in range(3000)
+    )
+    root = write_tree({"big.py": body, "small.py": "x = 1\n"}, git_init=True, commit=True)
+    pack = pack_repository(root, budget=20_000)
+    modes = {f.path: f.mode for f in pack.files}
+    assert modes["small.py"] == "full" and modes["big.py"] in ("skeleton", "listed")
+    assert pack.total_tokens <= 20_000
+
+
+def test_plan_cache_hit_is_identical_and_misses_on_any_change(real_repo: Path, tmp_path: Path):
+    store_path = tmp_path / "plans.sqlite3"
+    budget = 50_000
+    cold = pack_repository(real_repo, budget=budget, store=Store(store_path))
+    warm = pack_repository(real_repo, budget=budget, store=Store(store_path))
+    assert (cold.stats["plan"], warm.stats["plan"]) == ("miss", "hit")
+    assert warm.text == cold.text and warm.manifest()["files"] == cold.manifest()["files"]
+    assert warm.excluded == cold.excluded and warm.total_tokens == cold.total_tokens
+    other_budget = pack_repository(real_repo, budget=budget + 1, store=Store(store_path))
+    assert other_budget.stats["plan"] == "miss"
+    _append(real_repo / "src/json/decoder.py", "\n# touched\n")
+    edited = pack_repository(real_repo, budget=budget, store=Store(store_path))
+    assert edited.stats["plan"] == "miss"
+    assert edited.text == pack_repository(real_repo, budget=budget, store=Store(None)).text
+    # A damaged plan row is recomputed, not trusted.
+    with sqlite3.connect(store_path) as db:
+        db.execute('UPDATE plans SET data = \'{"modes": "FFF"}\'')
+    again = pack_repository(real_repo, budget=budget, store=Store(store_path))
+    assert again.stats["plan"] == "miss" and again.text == edited.text
+
+
+def test_plan_hit_keeps_secret_and_content_exclusions(write_tree, tmp_path: Path):
+    token = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+    root = write_tree(
+        {
+            "app/settings.py": f"TOKEN = '{token}'\n",
+            "app/main.py": "print(1)\n",
+            "blob.bin": b"\x00\x01",
+            "legacy.txt": "caf\xe9\n".encode("latin-1"),
+        },
+        git_init=True,
+        commit=True,
+    )
+    store_path = tmp_path / "c.sqlite3"
+    first = pack_repository(root, store=Store(store_path))
+    second = pack_repository(root, store=Store(store_path))
+    assert second.stats["plan"] == "hit"
+    for pack in (first, second):
+        reasons = {e.path: e.reason for e in pack.excluded}
+        assert reasons["app/settings.py"] == "secret: github-token (by content)"
+        assert reasons["blob.bin"].startswith("binary") and token not in pack.text
+        assert {f.path: f.encoding for f in pack.files}["legacy.txt"] == "windows-1252"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import string
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.context import pack_repository, scan_secrets
+from agent.context import secrets as secrets_module
 from agent.context.rules import secret_name_rule
 from tests.context.conftest import STDLIB
 
@@ -171,3 +173,65 @@ def test_explicit_include_overrides_the_secret_rules(write_tree):
     pack = pack_repository(root, include=["app/settings.py"])
     assert secrets[0] in pack.text  # detection, not something else, kept it out before
     assert secrets[1] not in pack.text and secrets[2] not in pack.text
+
+
+def test_secrets_in_files_that_would_be_skeletonised_or_listed(stdlib_repo):
+    """Files whose content enters the pack in any form (whole or skeleton) are scanned in
+    full: a secret in a function body that a skeleton would drop still excludes the file. A
+    listed file contributes only its path and size."""
+    root = stdlib_repo(["json", "email"])
+    body_secret = f"ghp_{rand(36)}"
+    listed_secret = f"xoxb-{rand(11, string.digits)}-{rand(12, string.digits)}-{rand(24)}"
+    big = root / "src/json/decoder.py"
+    big.write_text(
+        big.read_text().replace(
+            "def py_scanstring(",
+            f"def _leak():\n    return '{body_secret}'\n\n\ndef py_scanstring(",
+        )
+    )
+    data = root / "zz_data/records.csv"
+    data.parent.mkdir()
+    data.write_text(f"id,token\n1,{listed_secret}\n" + "2,plain\n" * 2000)
+    pack = pack_repository(root, budget=25_000)
+    modes = {f.path: f.mode for f in pack.files}
+    assert "skeleton" in modes.values() and modes.get("zz_data/records.csv") == "listed"
+    reasons = {e.path: e.reason for e in pack.excluded}
+    assert reasons["src/json/decoder.py"] == "secret: github-token (by content)"
+    assert body_secret not in pack.text and listed_secret not in pack.text
+    assert any(p.startswith("src/json/") for p in modes)  # the rest of the package is still in
+
+
+# The assignment rule as first written: a forward search through the 80 characters before each
+# quoted value. The engine reads the same text backwards with one anchored match (faster); the
+# two must agree.
+_FORWARD_NAME = re.compile(
+    r"""(?:(?i:secret|token|passw(?:or)?d|pwd|passphrase|credentials?|api[_\-]?key|apikey"""
+    r"""|access[_\-]?key|private[_\-]?key|auth[_\-]?key|signing[_\-]?key|encryption[_\-]?key"""
+    r"""|master[_\-]?key)|(?<![A-Za-z0-9])[A-Z0-9]+_KEY)s?['"\]]?[ \t]*(?:=>|:=|[:=])[ \t]*[bru]?$"""
+)
+
+
+def test_backward_name_match_agrees_with_the_forward_rule():
+    names = [
+        "secret", "SECRET", "client_secrets", "Secrets", "token", "tokens", "access-key",
+        "accesskey", "API_KEY", "api-key", "ApiKey", "FOO_KEY", "fooKEY", "x_KEY", "AB1_KEY",
+        "a.B_KEY", "passwd", "password", "PASSWORDS", "pwd", "PassPhrase", "credentials",
+        "credentialss", "master_key", "signing-key", "encryptionKey", "auth__key", "keys",
+        "monkey", "secretary", "tokenizer", "SECRET_KEYS", "9_KEY", "é_KEY", "",
+    ]  # fmt: skip
+    tails = ["", "'", '"', "]", "']", "s"]
+    ops = ["=", ":", ":=", "=>", "==", ">", " = ", "\t:\t", "-", "  =  "]
+    prefixes = ["", "b", "r", "u", "f", " b"]
+    leads = ["", " ", "self.", "x = {", "os.environ['", "9", "é"]
+    checked = 0
+    for name in names:
+        for tail in tails:
+            for op in ops:
+                for prefix in prefixes:
+                    for lead in leads:
+                        text = lead + name + tail + op + prefix
+                        forward = _FORWARD_NAME.search(text, max(0, len(text) - 80), len(text))
+                        backward = secrets_module._NAME_BEFORE_REVERSED.match(text[-80:][::-1])
+                        assert bool(forward) == bool(backward), text
+                        checked += 1
+    assert checked > 50_000
