@@ -26,7 +26,6 @@ import re
 import shutil
 import signal
 import stat
-import subprocess
 import tempfile
 import threading
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import UsageError, V4CodeError
+from agent.gitcmd import run_git
 from agent.paths import state_dir
 
 SNAPSHOT_REF_PREFIX = "refs/v4code/snapshots/"
@@ -113,36 +113,19 @@ def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
 def _git(
     args: list[str], cwd: Path, env: dict[str, str] | None = None, input: bytes | None = None
 ) -> bytes:
-    full_env = dict(os.environ)
-    full_env.update(
-        {
-            "GIT_AUTHOR_NAME": "v4code",
-            "GIT_AUTHOR_EMAIL": "v4code@localhost",
-            "GIT_COMMITTER_NAME": "v4code",
-            "GIT_COMMITTER_EMAIL": "v4code@localhost",
-            "GIT_TERMINAL_PROMPT": "0",
-        }
-    )
-    full_env.update(env or {})
-    proc = subprocess.run(["git", *args], cwd=cwd, env=full_env, input=input, capture_output=True)
-    if proc.returncode != 0:
-        raise SnapshotError(
-            f"git {' '.join(args[:3])} failed: {proc.stderr.decode(errors='replace').strip()}"
-        )
-    return proc.stdout
+    result = run_git(args, cwd, env=env, input=input, identity=True)
+    if not result.ok:
+        raise SnapshotError(f"git {' '.join(args[:3])} failed: {result.error_text()}")
+    return result.stdout
 
 
 def git_toplevel(root: Path) -> Path | None:
     """The work tree root of the git repository containing `root`, or None."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True
-        )
-    except OSError:
+    out = run_git(["rev-parse", "--show-toplevel"], root)
+    top = out.text().strip()
+    if not out.ok or not top:
         return None
-    if out.returncode != 0 or not out.stdout.strip():
-        return None
-    return Path(out.stdout.strip()).resolve()
+    return Path(top).resolve()
 
 
 def repo_key(root: Path) -> str:
@@ -192,15 +175,9 @@ class Snapshot:
             if self.shadow and self.index_seed is not None:
                 shutil.copyfile(index, self.index_seed)
         parents: list[str] = []
-        head = subprocess.run(
-            ["git", "rev-parse", "--verify", "-q", "HEAD"],
-            cwd=self.cwd,
-            env={**os.environ, **self.env},
-            capture_output=True,
-            text=True,
-        )
-        if head.returncode == 0 and head.stdout.strip():
-            parents = ["-p", head.stdout.strip()]
+        head = run_git(["rev-parse", "--verify", "-q", "HEAD"], self.cwd, env=self.env)
+        if head.ok and head.text().strip():
+            parents = ["-p", head.text().strip()]
         self.commit = (
             _git(
                 ["commit-tree", self.tree, *parents, "-m", f"v4code snapshot before fix {run_id}"],
