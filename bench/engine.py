@@ -103,6 +103,22 @@ def job_layer(kind: str, context: int, device: str) -> dict:
 JOBS = {"ours": job_ours, "hf": job_hf, "layer": job_layer}
 
 
+def run_median(name: str, *args, threads: int, repeats: int) -> dict:
+    """Run a job `repeats` times (each in a fresh process); every numeric field is the median
+    over the runs, and `runs` keeps them all."""
+    runs = [run_job(name, *args, threads=threads) for _ in range(repeats)]
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[0]
+    merged = dict(ok[0])
+    for key, value in ok[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values = sorted(r[key] for r in ok if isinstance(r.get(key), (int, float)))
+            merged[key] = values[len(values) // 2]
+    merged["runs"] = runs
+    return merged
+
+
 def run_job(name: str, *args, threads: int) -> dict:
     """Run one job in a fresh interpreter; returns its JSON result (or an error record)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -135,6 +151,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--decode-tokens", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3, help="runs per measurement (median)")
     ap.add_argument("--json", type=Path, help="also write all results here")
     ap.add_argument("--job", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -173,7 +190,7 @@ def main() -> None:
             ]
         for key, name, *job_args in plan:
             print(f"running {key} ...", file=sys.stderr)
-            results[key] = run_job(name, *job_args, threads=args.threads)
+            results[key] = run_median(name, *job_args, threads=args.threads, repeats=args.repeats)
             print(f"  {json.dumps(results[key])}", file=sys.stderr)
 
     hf, ours, hfd, long_r = (
@@ -183,7 +200,8 @@ def main() -> None:
         results["ours_long"],
     )
     lines = [
-        f"machine: {results['machine']}; device {args.device}; {args.threads} thread(s) for both engines",
+        f"machine: {results['machine']}; device {args.device}; {args.threads} thread(s) for both engines; "
+        f"median of {args.repeats} run(s) each",
         "",
         "| measurement | transformers | v4code | ratio |",
         "|---|---|---|---|",

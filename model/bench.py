@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from model.device import synchronize
+from model.device import peak_memory_allocated, reset_peak_memory, synchronize
 
 
 def rss_bytes() -> int:
@@ -33,13 +33,14 @@ def _status_kb(field: str) -> int:
 
 @contextmanager
 def peak_memory(device: torch.device):
-    """Yields a dict that receives `peak_bytes` (and `base_bytes`) of the enclosed region."""
+    """Yields a dict that receives `peak_bytes` (and `base_bytes`) of the enclosed region: the
+    accelerator allocator's peak where torch exposes one, else the process's peak RSS."""
     out: dict[str, int] = {}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        out["base_bytes"] = torch.cuda.memory_allocated(device)
+    base = reset_peak_memory(device)
+    if peak_memory_allocated(device) is not None:
+        out["base_bytes"] = base
         yield out
-        out["peak_bytes"] = torch.cuda.max_memory_allocated(device)
+        out["peak_bytes"] = peak_memory_allocated(device)
         return
     try:  # Linux: reset the high-water mark so earlier peaks (loading) do not count
         with open("/proc/self/clear_refs", "w") as f:

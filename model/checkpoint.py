@@ -9,8 +9,8 @@ Formats read (detected from the tensor names and dtypes, not from the directory 
   official names under `model.`), and transformers' in-memory names (`self_attn.q_a_proj`,
   `mlp.experts.gate_up_proj`, ...).
 
-Files are memory-mapped (copy-on-write, nothing is ever written back); a tensor is read when it
-is converted. Dense weights are dequantised once at load; packed experts stay as views of the
+Files are read with the `safetensors` library, which maps them copy-on-write (nothing is ever
+written back): a tensor's bytes are read when it is first touched. Dense weights are dequantised once at load; packed experts stay as views of the
 mapping and are dequantised when a token selects them, so V4-Flash needs RAM (or page cache) for
 ~150 GB of packed experts plus ~14 GB of bf16 dense weights, not ~570 GB of bf16 experts.
 """
@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import re
-import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,110 +31,61 @@ from model.config import ModelConfig
 from model.info import find_config
 from model.quant import dequant_fp8
 
-_ST_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-    "F8_E8M0": torch.float8_e8m0fnu,
-    "F4": torch.uint8,  # float4_e2m1fn_x2: two codes per byte; kept as raw bytes
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-_ST_NAMES = {
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.float8_e4m3fn: "F8_E4M3",
-    torch.float8_e8m0fnu: "F8_E8M0",
-}
-
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded (missing files or tensors, wrong shapes, bad bytes)."""
 
 
-# ---- safetensors, memory-mapped -------------------------------------------------------------
+# ---- safetensors files (the safetensors library) -----------------------------------------------
 
 
-class SafetensorsFile:
-    """A safetensors file mapped copy-on-write; tensors are zero-copy views of the mapping."""
+class ShardFile:
+    """One safetensors file, opened with the `safetensors` library.
+
+    `safe_open(..., framework="pt")` maps the file copy-on-write (torch's
+    `UntypedStorage.from_file(shared=False)`): opening reads only the header; every tensor is a
+    zero-copy view of the mapping whose pages are read when first touched (measured: docs/engine.md).
+    It reads F8_E4M3, F8_E8M0 and F4 (float4_e2m1fn_x2, two codes per byte) natively."""
 
     def __init__(self, path: Path):
+        from safetensors import SafetensorError, safe_open
+
         self.path = Path(path)
         try:
-            with open(self.path, "rb") as f:
-                head = f.read(8)
-                if len(head) != 8:
-                    raise CheckpointError(f"{self.path}: too short for a safetensors file")
-                (n,) = struct.unpack("<Q", head)
-                if n > 100_000_000:
-                    raise CheckpointError(f"{self.path}: implausible header size {n}")
-                self.header_bytes = f.read(n)
-                header = json.loads(self.header_bytes)
-                self.size = self.path.stat().st_size
-                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if self.size else None
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{self.path}: not a readable safetensors file ({exc})") from None
-        self.metadata = header.pop("__metadata__", {}) or {}
-        self.entries: dict[str, tuple[str, list[int], int, int]] = {}
-        base = 8 + n
-        for name, e in header.items():
-            try:
-                start, end = e["data_offsets"]
-                self.entries[name] = (e["dtype"], list(e["shape"]), base + start, base + end)
-            except (KeyError, TypeError, ValueError):
-                raise CheckpointError(f"{self.path}: malformed header entry for {name!r}") from None
-            if base + end > self.size:
-                raise CheckpointError(
-                    f"{self.path}: tensor {name!r} runs past the end of the file (truncated?)"
-                )
+            self.size = self.path.stat().st_size
+            self._file = safe_open(str(self.path), framework="pt", device="cpu")
+            self.entries: dict[str, tuple[str, list[int]]] = {}
+            for name in self._file.keys():
+                part = self._file.get_slice(name)
+                self.entries[name] = (part.get_dtype(), list(part.get_shape()))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(
+                f"{self.path}: not a readable safetensors file (truncated or corrupt? {exc})"
+            ) from None
 
     def keys(self) -> list[str]:
         return list(self.entries)
 
     def dtype(self, name: str) -> str:
+        """The safetensors dtype code: F32, BF16, F8_E4M3, F8_E8M0, F4, I8, ..."""
         return self.entries[name][0]
 
     def shape(self, name: str) -> list[int]:
+        """The shape in the header (F4 counts codes: the last dim is twice the bytes)."""
         return self.entries[name][1]
 
     def tensor(self, name: str) -> torch.Tensor:
-        st, shape, start, end = self.entries[name]
-        if st not in _ST_DTYPES:
-            raise CheckpointError(f"{self.path}: tensor {name!r} has unsupported dtype {st}")
-        dtype = _ST_DTYPES[st]
-        numel = 1
-        for s in shape:
-            numel *= s
-        if st == "F4" and numel == 2 * (end - start):  # shape counts fp4 codes, two per byte
-            shape = [*shape[:-1], shape[-1] // 2]
-            numel //= 2
-        itemsize = torch.empty(0, dtype=dtype).element_size()
-        if numel * itemsize != end - start:
-            raise CheckpointError(
-                f"{self.path}: tensor {name!r} has {end - start} bytes, expected {numel * itemsize}"
-            )
-        if numel == 0:
-            return torch.empty(shape, dtype=dtype)
-        return torch.frombuffer(self._mm, dtype=dtype, count=numel, offset=start).view(shape)
+        from safetensors import SafetensorError
 
-    def address_range(self) -> tuple[int, int]:
-        """[start, end) of the mapping in this process (tests check tensors are views of it)."""
-        import ctypes
+        try:
+            return self._file.get_tensor(name)
+        except (SafetensorError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"{self.path}: cannot read tensor {name!r} ({exc})") from None
 
-        start = ctypes.addressof(ctypes.c_char.from_buffer(self._mm))
-        return start, start + self.size
+    def header_bytes(self) -> bytes:
+        """The file's raw JSON header (names, dtypes, shapes, offsets), for fingerprints."""
+        with open(self.path, "rb") as f:
+            return f.read(int.from_bytes(f.read(8), "little"))
 
 
 def checkpoint_files(path: Path) -> list[Path]:
@@ -209,7 +158,7 @@ _STACKED_RE = re.compile(r"^(layers\.\d+\.ffn\.experts)\.(gate_up_proj|down_proj
 
 @dataclass
 class Source:
-    file: SafetensorsFile
+    file: ShardFile
     name: str
 
     @property
@@ -227,7 +176,7 @@ class Source:
 class TensorIndex:
     """Every tensor of a checkpoint under its canonical name."""
 
-    def __init__(self, files: list[SafetensorsFile]):
+    def __init__(self, files: list[ShardFile]):
         self.files = files
         self.tensors: dict[str, Source] = {}
         self.experts: dict[tuple[str, int, str, str], Source] = {}  # (prefix, e, w, weight|scale)
@@ -272,12 +221,27 @@ def _dense(index: TensorIndex, name: str, shape: tuple[int, ...], used: set[str]
         if scale_name not in index.tensors:
             raise CheckpointError(f"FP8 tensor {name!r} has no scale tensor {scale_name!r}")
         used.add(scale_name)
-        t = dequant_fp8(t, index.tensors[scale_name].load())
+        scale = index.tensors[scale_name].load()
+        _check_scale(name, scale, _fp8_scale_shape(t.shape))
+        t = dequant_fp8(t, scale)
     if tuple(t.shape) != tuple(shape):
         raise CheckpointError(
             f"tensor {name!r} has shape {tuple(t.shape)}, the config implies {tuple(shape)}"
         )
     return t
+
+
+def _fp8_scale_shape(shape) -> tuple[int, int]:
+    """One UE8M0 scale per 128x128 block; edge blocks may be partial."""
+    return -(-shape[0] // 128), -(-shape[1] // 128)
+
+
+def _check_scale(name: str, scale: Any, want: tuple[int, int]) -> None:
+    """`scale` is a tensor or a Source (header shape)."""
+    if tuple(scale.shape) != tuple(want):
+        raise CheckpointError(
+            f"the scales of {name!r} have shape {tuple(scale.shape)}, expected {tuple(want)}"
+        )
 
 
 def _expert_stack(
@@ -315,31 +279,52 @@ def _experts_packed(index: TensorIndex) -> bool:
     )
 
 
+_PACKED_FORMATS = {"I8": "fp4", "U8": "fp4", "F4": "fp4", "F8_E4M3": "fp8"}
+
+
 def _fill_packed(
     index: TensorIndex, prefix: str, experts: Any, config: ModelConfig, device
 ) -> None:
+    """Describe every routed expert from the headers (format, shapes, bytes) without reading its
+    data: each matrix becomes a PackedWeight whose bytes are mapped when first selected."""
+    from model.model import PackedWeight
+
     d, inter = config.dim, config.moe_inter_dim
     want = {"w1": (inter, d), "w3": (inter, d), "w2": (d, inter)}
     for e in range(experts.n):
         for w, (out_f, in_f) in want.items():
+            name = f"{prefix}.{e}.{w}.weight"
             src = index.experts.get((prefix, e, w, "weight"))
             scale = index.experts.get((prefix, e, w, "scale"))
             if src is None or scale is None:
                 raise CheckpointError(f"checkpoint has no packed tensors for {prefix}.{e}.{w}")
-            data = src.load()
-            if src.dtype in ("I8", "U8", "F4"):
-                fmt, shape = "fp4", (out_f, in_f // 2)
-                data = data.view(torch.uint8)
-            elif src.dtype == "F8_E4M3":
-                fmt, shape = "fp8", (out_f, in_f)
-            else:
-                raise CheckpointError(f"{prefix}.{e}.{w}: unexpected packed dtype {src.dtype}")
-            if tuple(data.shape) != shape:
+            fmt = _PACKED_FORMATS.get(src.dtype)
+            if fmt is None:
+                raise CheckpointError(f"{name}: unexpected packed dtype {src.dtype}")
+            # F4 headers count codes; I8/U8 count bytes (two codes each); FP8 one per byte
+            in_header = in_f if src.dtype in ("F4", "F8_E4M3") else in_f // 2
+            if tuple(src.shape) != (out_f, in_header):
                 raise CheckpointError(
-                    f"{prefix}.{e}.{w}.weight has shape {tuple(data.shape)}, expected {shape}"
+                    f"{name} has shape {tuple(src.shape)}, expected {(out_f, in_header)}"
                 )
-            experts.packed[e][w] = (data, scale.load(), fmt)
+            want_scale = (
+                (out_f, -(-in_f // 32)) if fmt == "fp4" else _fp8_scale_shape((out_f, in_f))
+            )
+            _check_scale(name, scale, want_scale)
+            stored = out_f * (in_f // 2 if fmt == "fp4" else in_f)
+            n_scales = want_scale[0] * want_scale[1]
+            experts.packed[e][w] = PackedWeight(fmt, stored + n_scales, _fetcher(src, scale, fmt))
     experts.to_device(device)
+
+
+def _fetcher(
+    src: Source, scale: Source, fmt: str
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    def fetch() -> tuple[torch.Tensor, torch.Tensor]:
+        data = src.load()
+        return (data.view(torch.uint8) if fmt == "fp4" else data), scale.load()
+
+    return fetch
 
 
 def load_transformer(
@@ -358,7 +343,7 @@ def load_transformer(
         config = ModelConfig.from_json(find_config(path))
     except FileNotFoundError as exc:
         raise CheckpointError(str(exc)) from None
-    index = TensorIndex([SafetensorsFile(f) for f in checkpoint_files(path)])
+    index = TensorIndex([ShardFile(f) for f in checkpoint_files(path)])
     packed = _experts_packed(index)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # parameters not pinned to fp32 take the engine dtype
@@ -425,23 +410,24 @@ _FULL_HASH_LIMIT = 512 * 2**20
 _SAMPLES, _SAMPLE_BYTES = 64, 64 * 1024
 
 
-def files_fingerprint(files: Iterable[SafetensorsFile]) -> str:
+def files_fingerprint(files: Iterable[ShardFile]) -> str:
     """A stable hash of checkpoint contents: headers (names, shapes, dtypes, offsets) plus the
     data - all of it up to 512 MiB in total, else 64 evenly spaced 64 KiB samples per file
-    (hashing 160 GB at every start would take minutes; a retrained checkpoint differs everywhere)."""
+    (hashing 160 GB at every start would take minutes; a retrained checkpoint differs everywhere).
+    Read in pieces with plain file reads: no copy of a whole file in memory."""
     files = sorted(files, key=lambda f: f.path.name)
     total = sum(f.size for f in files)
     h = hashlib.blake2b(digest_size=20)
     for f in files:
-        h.update(f.path.name.encode() + b"\0" + str(f.size).encode() + b"\0" + f.header_bytes)
-        if f._mm is None:
-            continue
-        if total <= _FULL_HASH_LIMIT:
-            h.update(f._mm[:])
-        else:
-            step = max(f.size // _SAMPLES, 1)
-            for off in range(0, f.size, step):
-                h.update(f._mm[off : off + _SAMPLE_BYTES])
+        h.update(f.path.name.encode() + b"\0" + str(f.size).encode() + b"\0" + f.header_bytes())
+        with open(f.path, "rb") as raw:
+            if total <= _FULL_HASH_LIMIT:
+                while piece := raw.read(16 * 2**20):
+                    h.update(piece)
+            else:
+                for off in range(0, f.size, max(f.size // _SAMPLES, 1)):
+                    raw.seek(off)
+                    h.update(raw.read(_SAMPLE_BYTES))
     return h.hexdigest()
 
 
@@ -471,27 +457,11 @@ def hf_name(name: str) -> str:
 def save_safetensors(
     tensors: dict[str, torch.Tensor], file: Path, metadata: dict[str, str] | None = None
 ) -> None:
-    """Write a safetensors file (our own writer: the format is a JSON header plus raw bytes)."""
-    header: dict[str, Any] = {}
-    if metadata:
-        header["__metadata__"] = metadata
-    blobs, offset = [], 0
-    for name, t in tensors.items():
-        t = t.detach().contiguous().cpu()
-        if t.dtype not in _ST_NAMES:
-            raise CheckpointError(f"cannot write dtype {t.dtype} for {name!r}")
-        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        header[name] = {
-            "dtype": _ST_NAMES[t.dtype],
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + len(raw)],
-        }
-        blobs.append(raw)
-        offset += len(raw)
-    head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)  # keep the data 8-byte aligned
-    with open(file, "wb") as f:
-        f.write(struct.pack("<Q", len(head)))
-        f.write(head)
-        for raw in blobs:
-            f.write(raw)
+    """Write a safetensors file with the safetensors library (tensors may be views of others)."""
+    from safetensors.torch import save_file
+
+    save_file(
+        {name: t.detach().cpu().contiguous().clone() for name, t in tensors.items()},
+        str(file),
+        metadata=metadata,
+    )

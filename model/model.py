@@ -18,6 +18,7 @@ Numerics (where fp32 is required and why):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,19 @@ def blocking(device: torch.device) -> tuple[int, int]:
 DENSE_PICK = 2
 
 
+class Linear(nn.Linear):
+    """nn.Linear without torch's random init: every weight is then loaded (checkpoint or state
+    dict). Initialising on the meta device would import torch._dynamo and sympy (+66 MiB RSS)."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
+class Embedding(nn.Embedding):
+    def reset_parameters(self) -> None:
+        pass
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -53,15 +67,14 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + self.eps)
-        return (self.weight * xf).to(x.dtype)
+        # torch's fused kernel: no [S, dim] temporaries (each costs fresh pages at 1K tokens)
+        out = F.rms_norm(x.float(), (x.shape[-1],), self.weight, self.eps)
+        return out.to(x.dtype)
 
 
 def rms(x: torch.Tensor, eps: float) -> torch.Tensor:
     """Weightless RMS normalisation (per-head query norm), fp32 math."""
-    xf = x.float()
-    return (xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + eps)).to(x.dtype)
+    return F.rms_norm(x.float(), (x.shape[-1],), None, eps).to(x.dtype)
 
 
 # ---- RoPE ---------------------------------------------------------------------------------
@@ -134,8 +147,8 @@ class Compressor(nn.Module):
         self.rotate = rotate  # indexer keys: Hadamard + FP4 under QAT; main entries: FP8
         self.rope_dim = config.rope_head_dim
         width = out_dim * (2 if overlap else 1)
-        self.wkv = nn.Linear(config.dim, width, bias=False, dtype=torch.float32)
-        self.wgate = nn.Linear(config.dim, width, bias=False, dtype=torch.float32)
+        self.wkv = Linear(config.dim, width, bias=False, dtype=torch.float32)
+        self.wgate = Linear(config.dim, width, bias=False, dtype=torch.float32)
         self.ape = nn.Parameter(torch.zeros(ratio, width, dtype=torch.float32))
         self.norm = RMSNorm(out_dim, config.norm_eps)
 
@@ -204,8 +217,8 @@ class Indexer(nn.Module):
             config.index_head_dim,
             config.index_topk,
         )
-        self.wq_b = nn.Linear(config.q_lora_rank, self.n_heads * self.head_dim, bias=False)
-        self.weights_proj = nn.Linear(config.dim, self.n_heads, bias=False)
+        self.wq_b = Linear(config.q_lora_rank, self.n_heads * self.head_dim, bias=False)
+        self.weights_proj = Linear(config.dim, self.n_heads, bias=False)
         self.compressor = Compressor(
             config, config.csa_ratio, self.head_dim, overlap=True, rotate=True
         )
@@ -285,16 +298,16 @@ class Attention(nn.Module):
         self.ratio = c.ratio(layer)
         self.n_heads, self.head_dim, self.rope_dim = c.n_heads, c.head_dim, c.rope_head_dim
         self.window, self.groups, self.eps = c.window_size, c.o_groups, c.norm_eps
-        self.wq_a = nn.Linear(c.dim, c.q_lora_rank, bias=False)
+        self.wq_a = Linear(c.dim, c.q_lora_rank, bias=False)
         self.q_norm = RMSNorm(c.q_lora_rank, c.norm_eps)
-        self.wq_b = nn.Linear(c.q_lora_rank, c.n_heads * c.head_dim, bias=False)
-        self.wkv = nn.Linear(c.dim, c.head_dim, bias=False)
+        self.wq_b = Linear(c.q_lora_rank, c.n_heads * c.head_dim, bias=False)
+        self.wkv = Linear(c.dim, c.head_dim, bias=False)
         self.kv_norm = RMSNorm(c.head_dim, c.norm_eps)
         # grouped output projection: [groups * o_lora_rank, n_heads * head_dim / groups]
-        self.wo_a = nn.Linear(
+        self.wo_a = Linear(
             c.n_heads * c.head_dim // c.o_groups, c.o_groups * c.o_lora_rank, bias=False
         )
-        self.wo_b = nn.Linear(c.o_groups * c.o_lora_rank, c.dim, bias=False)
+        self.wo_b = Linear(c.o_groups * c.o_lora_rank, c.dim, bias=False)
         self.attn_sink = nn.Parameter(torch.zeros(c.n_heads, dtype=torch.float32))
         self.compressor = (
             Compressor(c, self.ratio, c.head_dim, overlap=self.kind == CSA, rotate=False)
@@ -408,47 +421,67 @@ class Experts(nn.Module):
         return h.to(w2.dtype) @ w2.T
 
 
+class PackedWeight:
+    """One routed-expert matrix in its checkpoint encoding (FP4 e2m1 or FP8 e4m3 + UE8M0 scales).
+
+    `fetch` returns zero-copy views of the memory-mapped checkpoint; it is called the first time a
+    token selects the expert, so loading reads none of the ~150 GB of V4-Flash's packed experts."""
+
+    def __init__(
+        self, fmt: str, nbytes: int, fetch: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    ):
+        self.fmt, self.nbytes, self._fetch = fmt, nbytes, fetch
+        self.device = torch.device("cpu")
+        self._tensors: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(packed data, scales) on this weight's device, read on first call."""
+        if self._tensors is None:
+            data, scale = self._fetch()
+            self._tensors = (data.to(self.device), scale.to(self.device))
+        return self._tensors
+
+    def dequantise(self, dtype: torch.dtype) -> torch.Tensor:
+        data, scale = self.tensors()
+        w = dequant_fp4(data, scale) if self.fmt == "fp4" else dequant_fp8(data, scale)
+        return w.to(dtype)
+
+
 class PackedExperts(nn.Module):
-    """Routed experts kept in their checkpoint encoding (FP4 e2m1 or FP8 e4m3 + UE8M0 scales,
-    memory-mapped on CPU); only the experts a chunk selects are dequantised, when selected."""
+    """Routed experts kept in their checkpoint encoding; only the experts a chunk selects are
+    read (on first selection) and dequantised (at every use)."""
 
     def __init__(self, n: int, limit: float, dtype: torch.dtype):
         super().__init__()
         self.limit, self.dtype, self.n = limit, dtype, n
-        # per expert: {"w1": (data, scale, fmt), "w3": ..., "w2": ...}; not parameters
-        self.packed: list[dict[str, tuple[torch.Tensor, torch.Tensor, str]]] = [
-            {} for _ in range(n)
-        ]
+        # per expert: {"w1": PackedWeight, "w3": ..., "w2": ...}; not parameters
+        self.packed: list[dict[str, PackedWeight]] = [{} for _ in range(n)]
 
     def weights(self, e: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = []
-        for name in ("w1", "w3", "w2"):
-            data, scale, fmt = self.packed[e][name]
-            w = dequant_fp4(data, scale) if fmt == "fp4" else dequant_fp8(data, scale)
-            out.append(w.to(self.dtype))
-        return out[0], out[1], out[2]
+        m = self.packed[e]
+        return tuple(m[name].dequantise(self.dtype) for name in ("w1", "w3", "w2"))
 
     run = Experts.run
 
     def to_device(self, device: torch.device) -> None:
+        """Accelerators get every expert copied to device memory now (a read from disk in the
+        middle of generation would stall it); on CPU the mapping is read lazily."""
         for entry in self.packed:
-            for name, (data, scale, fmt) in list(entry.items()):
-                entry[name] = (data.to(device), scale.to(device), fmt)
+            for weight in entry.values():
+                weight.device = device
+                if device.type != "cpu":
+                    weight.tensors()
 
     def nbytes(self) -> int:
-        return sum(
-            d.numel() * d.element_size() + s.numel() * s.element_size()
-            for e in self.packed
-            for d, s, _ in e.values()
-        )
+        return sum(w.nbytes for e in self.packed for w in e.values())
 
 
 class SharedExpert(nn.Module):
     def __init__(self, dim: int, inter: int):
         super().__init__()
-        self.w1 = nn.Linear(dim, inter, bias=False)
-        self.w2 = nn.Linear(inter, dim, bias=False)
-        self.w3 = nn.Linear(dim, inter, bias=False)
+        self.w1 = Linear(dim, inter, bias=False)
+        self.w2 = Linear(inter, dim, bias=False)
+        self.w3 = Linear(dim, inter, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # no SwiGLU clamp on the shared expert (only routed experts were trained with it)
@@ -561,7 +594,7 @@ def hc_post(
 ) -> torch.Tensor:
     """New stream k = post_k * f + sum_j comb[j, k] * residual_j (comb is used transposed)."""
     out = torch.bmm(comb.transpose(1, 2), residual.float())
-    out.add_(post.unsqueeze(-1) * f.float().unsqueeze(1))
+    out.addcmul_(post.unsqueeze(-1), f.float().unsqueeze(1))  # in place: no [S, n, D] temporary
     return out.to(residual.dtype)
 
 
@@ -599,11 +632,11 @@ class Transformer(nn.Module):
     ):
         super().__init__()
         c = self.config = config
-        self.embed = nn.Embedding(c.vocab_size, c.dim)
+        self.embed = Embedding(c.vocab_size, c.dim)
         self.layers = nn.ModuleList(Block(c, i, packed_experts, dtype) for i in range(c.n_layers))
         self.norm = RMSNorm(c.dim, c.norm_eps)
         # logits in fp32: bf16 would flatten the distribution the sampler sees
-        self.head = nn.Linear(c.dim, c.vocab_size, bias=False, dtype=torch.float32)
+        self.head = Linear(c.dim, c.vocab_size, bias=False, dtype=torch.float32)
         self.hc_head_fn = nn.Parameter(
             torch.zeros(c.hc_mult, c.hc_mult * c.dim, dtype=torch.float32)
         )
@@ -621,8 +654,11 @@ class Transformer(nn.Module):
         }
         self.ropes[HCA] = self.ropes[CSA]
 
-    def forward(self, ids: torch.Tensor, cache: Cache, last_only: bool = False) -> torch.Tensor:
-        """ids [S] continuing the cache -> logits [S, vocab] (or [1, vocab]) in fp32.
+    def forward(
+        self, ids: torch.Tensor, cache: Cache, last_only: bool = False, logits: bool = True
+    ) -> torch.Tensor | None:
+        """ids [S] continuing the cache -> logits [S, vocab] (or [1, vocab]) in fp32; None with
+        `logits=False` (an inner chunk of a long prefill: the head is not run at all).
 
         Runs layer by layer over the whole chunk (every layer sees all S tokens before the next
         layer starts); the caller bounds S."""
@@ -633,6 +669,8 @@ class Transformer(nn.Module):
         for i, layer in enumerate(self.layers):
             h = layer(h, start, cache.layers[i], ids, self.ropes[c.layer_types[i]], self.qat)
         cache.length = start + ids.shape[0]
+        if not logits:
+            return None
         if last_only:
             h = h[-1:]
         flat = h.flatten(1).float()

@@ -53,30 +53,26 @@ def quant_fp8(w: torch.Tensor, block: int = 128) -> tuple[torch.Tensor, torch.Te
 
 
 def quant_fp4(w: torch.Tensor, block: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """e2m1 codes (nearest magnitude, sign in bit 3), one power-of-two scale per `block` inputs,
+    packed two per byte with the even element in the low nibble."""
     out_f, in_f = w.shape
     grid = torch.tensor(E2M1)
-    codes = torch.empty(out_f, in_f, dtype=torch.uint8)
-    exps = torch.empty(out_f, in_f // block, dtype=torch.uint8)
-    deq = torch.empty(out_f, in_f)
-    for j in range(in_f // block):
-        blk = w[:, j * block : (j + 1) * block]
-        for i in range(out_f):
-            e = pow2_exponent(blk[i].abs().max().item(), 6.0)
-            x = blk[i] / 2.0**e
-            mag = (x.abs()[:, None] - grid[None, :]).abs().argmin(-1)  # nearest magnitude
-            codes[i, j * block : (j + 1) * block] = mag.to(torch.uint8) | (
-                (x < 0).to(torch.uint8) << 3
-            )
-            deq[i, j * block : (j + 1) * block] = grid[mag] * torch.sign(x) * 2.0**e
-            exps[i, j] = e + 127
+    blocks = w.reshape(out_f, in_f // block, block)
+    amax = blocks.abs().amax(-1)
+    exps = torch.where(amax > 0, torch.ceil(torch.log2(amax / 6.0)), torch.full_like(amax, -127))
+    x = blocks / torch.exp2(exps)[..., None]
+    mag = (x.abs()[..., None] - grid).abs().argmin(-1)  # nearest magnitude
+    codes = (mag | ((x < 0).long() << 3)).to(torch.uint8).reshape(out_f, in_f)
+    deq = (grid[mag] * torch.sign(x) * torch.exp2(exps)[..., None]).reshape(out_f, in_f)
     packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).view(torch.int8)
-    return packed, exps.view(torch.float8_e8m0fnu), deq
+    scales = (exps + 127).to(torch.uint8).view(torch.float8_e8m0fnu)
+    return packed, scales, deq
 
 
 def official_config(**over) -> dict:
     cfg = {
         "vocab_size": 512,
-        "dim": 256,
+        "dim": 192,  # not a multiple of 128: partial edge blocks in both directions
         "moe_inter_dim": 128,
         "n_layers": 3,
         "n_hash_layers": 1,
@@ -113,8 +109,12 @@ def official_config(**over) -> dict:
     return cfg
 
 
-def random_weights(config, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Our-named fp32 weights at O(1) activation scale (unlike the N(0, 0.02) init)."""
+def random_weights(config, seed: int = 0, spread: bool = False) -> dict[str, torch.Tensor]:
+    """Our-named fp32 weights at O(1) activation scale (unlike the N(0, 0.02) init).
+
+    With `spread`, every 128x128 block of a matrix (and every group of 32 inputs of an expert row)
+    is scaled by its own power of two in [1/4, 4], so neighbouring quantisation blocks get
+    different scales and a loader that applies a scale to the wrong block cannot go unnoticed."""
     from model.engine import random_state
 
     g = torch.Generator().manual_seed(seed)
@@ -125,7 +125,14 @@ def random_weights(config, seed: int = 0) -> dict[str, torch.Tensor]:
         elif name.endswith("embed.weight"):
             out[name] = torch.randn(t.shape, generator=g)
         elif t.dim() >= 2:
-            out[name] = torch.randn(t.shape, generator=g) / t.shape[-1] ** 0.5
+            w = torch.randn(t.shape, generator=g) / t.shape[-1] ** 0.5
+            if spread:
+                rows, cols = (1, 32) if ".ffn.experts." in name else (128, 128)
+                grid = (-(-t.shape[-2] // rows), -(-t.shape[-1] // cols))
+                e = torch.randint(-2, 3, (*t.shape[:-2], *grid), generator=g).float()
+                e = e.repeat_interleave(rows, -2).repeat_interleave(cols, -1)
+                w = w * torch.exp2(e[..., : t.shape[-2], : t.shape[-1]])
+            out[name] = w
         elif "norm" in name:
             out[name] = 1 + 0.2 * torch.randn(t.shape, generator=g)
         elif name.endswith("scale"):
@@ -136,10 +143,17 @@ def random_weights(config, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def write_official(
-    path: Path, config_dict: dict, weights: dict[str, torch.Tensor], shards: int = 3
+    path: Path,
+    config_dict: dict,
+    weights: dict[str, torch.Tensor],
+    shards: int = 3,
+    fp4_dtype: torch.dtype = torch.int8,
 ) -> dict:
     """Write `weights` (our names, fp32) in the official format; returns the exact dequantised
-    weights (what a correct loader must reconstruct) and per-tensor relative errors."""
+    weights (what a correct loader must reconstruct) and per-tensor relative errors.
+
+    Packed FP4 experts are stored as I8 (the V4 release) or, with fp4_dtype=float4_e2m1fn_x2,
+    as safetensors' F4 dtype (the same bytes)."""
     path.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     exact: dict[str, torch.Tensor] = {}
@@ -150,7 +164,7 @@ def write_official(
             deqs = []
             for e in range(w.shape[0]):
                 packed, scale, deq = quant_fp4(w[e])
-                tensors[f"{prefix}.{e}.{which}.weight"] = packed
+                tensors[f"{prefix}.{e}.{which}.weight"] = packed.view(fp4_dtype)
                 tensors[f"{prefix}.{e}.{which}.scale"] = scale
                 deqs.append(deq)
             exact[name] = torch.stack(deqs)

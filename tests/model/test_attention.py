@@ -27,17 +27,24 @@ def naive(q, sink, scale, entries_per_query):
 @pytest.mark.parametrize("fused", [True, False])
 def test_spans_and_picks_match_the_per_query_definition(monkeypatch, fused):
     monkeypatch.setattr(attention, "FUSED_SPANS", fused)
+    calls = []
+    real_sdpa = attention.F.scaled_dot_product_attention
+    monkeypatch.setattr(
+        attention.F,
+        "scaled_dot_product_attention",
+        lambda *a, **k: calls.append(1) or real_sdpa(*a, **k),
+    )
     g = torch.Generator().manual_seed(0)
-    b, h, d = 6, 3, 16
+    b, h, d = 2 * attention.FUSED_MIN_QUERIES, 3, 16  # enough queries for the fused kernel
     q = torch.randn(b, h, d, generator=g)
     sink = torch.randn(h, generator=g)
-    window = torch.randn(10, d, generator=g)
+    window = torch.randn(b + 4, d, generator=g)
     pool = torch.randn(7, d, generator=g)
-    lo = torch.tensor([0, 0, 1, 2, 3, 4])
-    hi = lo + torch.tensor([1, 2, 3, 4, 5, 6])
+    lo = torch.arange(b) // 2
+    hi = lo + 1 + torch.arange(b) % 6
     keep = torch.rand(b, 7, generator=g) < 0.6
-    visible = torch.tensor([0, 2, 3, 5, 7, 7])
-    index = torch.tensor([[-1, -1], [0, -1], [2, 1], [4, 0], [6, 3], [5, -1]])
+    visible = torch.arange(b) % 8
+    index = torch.randint(-1, 7, (b, 3), generator=g)
     cases = {
         "window": ([Span(window, lo, hi)], lambda j: [window[lo[j] : hi[j]]]),
         "window+dense": (
@@ -55,8 +62,11 @@ def test_spans_and_picks_match_the_per_query_definition(monkeypatch, fused):
     }
     for name, (parts, rows_of) in cases.items():
         want = naive(q, sink, 0.25, [torch.cat(rows_of(j)) for j in range(b)])
+        calls.clear()
         got = sparse_attention(q, sink, 0.25, parts)
         assert (got - want).abs().max().item() < 1e-5, name
+        spans_only = all(isinstance(p, Span) for p in parts)
+        assert bool(calls) == (fused and spans_only), name  # the path under test really ran
 
 
 def test_sink_only_shrinks_the_output():

@@ -105,3 +105,43 @@ def test_importing_the_package_and_cli_does_not_import_torch():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "clean" in r.stdout, r.stderr
+
+
+def test_broken_checkpoints_and_targets_are_usage_errors(tmp_path):
+    """Exit 2 with the problem named - never an internal error (exit 1)."""
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "config.json").write_text(json.dumps({"model_type": "deepseek_v4", "vocab_size": 512}))
+    cases = [
+        ("model.safetensors.index.json", b"{not json", "not a valid safetensors index"),
+        ("model.safetensors", b"abc", "too short"),
+        ("model.safetensors", b"\xff" * 7 + b"\x7f" + b"xx", "impossible header length"),
+        ("model.safetensors", b"\x04" + b"\x00" * 7 + b"[1]x", "safetensors JSON header"),
+    ]
+    for name, content, message in cases:
+        for f in ck.glob("model*"):
+            f.unlink()
+        (ck / name).write_bytes(content)
+        r = v4code("model", "info", str(ck), "--output-format", "json", torch=False)
+        assert r.returncode == 2, (name, r.stderr)
+        assert message in json.loads(r.stdout)["error"]
+    (ck / "config.json").write_text(
+        json.dumps({"model_type": "deepseek_v4", "num_hidden_layers": 0})
+    )
+    r = v4code("model", "info", str(ck), torch=False)
+    assert r.returncode == 2 and "n_layers must be positive" in r.stderr
+    r = v4code("model", "info", "v4-flash", "--context", "2000000", torch=False)
+    assert r.returncode == 0 and "beyond the model's 1,048,576 positions" in r.stdout
+
+
+def test_init_into_an_unwritable_place_and_bench_on_a_missing_device(tmp_path):
+    pytest.importorskip("torch")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = v4code("model", "init", str(blocker / "sub"), "--output-format", "json")
+    assert r.returncode == 2 and "cannot write the checkpoint" in json.loads(r.stdout)["error"]
+    import torch
+
+    if not torch.cuda.is_available():
+        r = v4code("model", "bench", "--device", "cuda", "--context", "16")
+        assert r.returncode == 2 and "'cuda' is not available here" in r.stderr

@@ -2,7 +2,8 @@
 
 Each configuration is saved with `save_pretrained` and loaded by `model.load_model`, so these
 tests also cover the Hugging Face checkpoint format. Seeds are chosen so the reference is
-tie-free at every top-k boundary (checked, not assumed)."""
+tie-free at every top-k boundary, with a margin above fp32 rounding (checked, not assumed), and
+its own prefill and token-by-token decode agree (test_decode_after_prefill)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ CONFIGS = {
         topk=12,
         seq=520,
         index_heads=32,
+        seed=3,  # seed 0 leaves a near-tie (relative gap 5e-7) at a top-k boundary
     ),
     "swa-hca-csa-swa/hc2/w128/real-rates": dict(
         layers=("swa", "hca", "csa", "swa"),
@@ -64,6 +66,7 @@ CONFIGS = {
         seq=600,
         heads=8,
         o_groups=4,
+        seed=4,  # seed 0: a near-tie (1e-6)
     ),
 }
 
@@ -73,11 +76,11 @@ def models(tmp_path_factory):
     """name -> (reference model, our engine, token ids, reference logits); built once."""
     cache = {}
 
-    def get(name: str, seed: int = 0):
-        key = (name, seed)
+    def get(name: str):
+        key = name
         if key not in cache:
             kw = dict(CONFIGS[name])
-            seq = kw.pop("seq")
+            seq, seed = kw.pop("seq"), kw.pop("seed", 0)
             ref = hf_model(hf_config(**kw), seed)
             path = save_hf(ref, tmp_path_factory.mktemp("hf"))
             engine = load_model(path, device="cpu", dtype=torch.float32)
@@ -89,7 +92,7 @@ def models(tmp_path_factory):
                 generator=torch.Generator().manual_seed(seed + 10),
             )
             assert reference_ties(ref, ids) == 0, (
-                "reference has top-k ties for this seed: pick another"
+                "reference has (near-)ties at a top-k boundary for this seed: pick another"
             )
             cache[key] = (ref, engine, ids, hf_logits(ref, ids))
         return cache[key]
@@ -156,15 +159,18 @@ def test_last_only_matches_full(models):
     assert max_diff(got[0, 0], want[0, -1]) <= TOL
 
 
-def test_causality(models):
+@pytest.mark.parametrize("name", CONFIGS)
+def test_causality(models, name):
     """Changing later tokens never changes earlier logits (catches compressed entries that are
     visible before their block is complete, or an indexer that scores future blocks)."""
-    _, engine, ids, _ = models("swa-csa-hca/hc4/w16")
-    base = engine.forward(ids, engine.new_cache(ids.shape[1]))
+    _, engine, ids, _ = models(name)
+    n = ids.shape[1]
+    base = engine.forward(ids, engine.new_cache(n))
     g = torch.Generator().manual_seed(3)
-    for cut in (1, 7, 33, 250, 401, 599):
+    vocab = engine.config.vocab_size
+    for cut in sorted({1, 7, 33, n // 2 + 1, n - 199, n - 1}):
         other = ids.clone()
-        other[0, cut:] = torch.randint(0, 512, (ids.shape[1] - cut,), generator=g)
-        got = engine.forward(other, engine.new_cache(ids.shape[1]))
+        other[0, cut:] = (ids[0, cut:] + torch.randint(1, vocab, (n - cut,), generator=g)) % vocab
+        got = engine.forward(other, engine.new_cache(n))
         assert max_diff(got[:, :cut], base[:, :cut]) <= 1e-6
         assert max_diff(got[:, cut:], base[:, cut:]) > 1e-2  # and the change does show later
