@@ -19,6 +19,7 @@ from typing import Any
 import prompts
 from agent.errors import ExitCode, ProviderError, UsageError
 from agent.providers.base import Provider, Reply, StreamSink, ToolCall, Usage
+from agent.providers.v4_format import CACHE_BREAKPOINT
 from agent.transcript import Listener, Transcript
 from agent.undo import MUTATING_TOOLS, ChangeTracker, FileChange, deferred_interrupt
 from tools.base import Observation, Tool
@@ -176,6 +177,14 @@ class Agent:
         except Exception as exc:  # noqa: BLE001 - a broken tool must not end the run
             obs = Observation(
                 f"Error: {call.name} failed unexpectedly: {type(exc).__name__}: {exc}", ok=False
+            )
+        if call.parse_error and call.name not in self.tools:
+            # A malformed call whose name was not read (or is unknown): "unknown tool" alone
+            # would hide what was wrong with how it was written.
+            obs = Observation(
+                f"{obs.text}\nThe call could not be read either: {call.parse_error}",
+                ok=False,
+                data=obs.data,
             )
         changes = (
             self.tracker.after_tool(call.name, call.arguments) if known and self.tracker else []
@@ -415,10 +424,17 @@ class Run:
         pack = pack_repository(self.root, budget=budget - framing, settings=self.settings)
         repository = prompts.render(
             "repository", files=len(pack.files), tokens=pack.total_tokens, repository=pack.text
-        )
+        ).rstrip("\n")
         self.messages = [
             {"role": "system", "content": system},
-            {"role": "user", "content": repository.rstrip("\n") + "\n\n" + task},
+            # One user message (hosted DeepSeek models refuse two in a row), with a mark where
+            # the repository ends: a provider that stores prompt prefixes across runs (the local
+            # engine) keeps its state there, so a later run with another task reuses it.
+            {
+                "role": "user",
+                "content": repository + "\n\n" + task,
+                CACHE_BREAKPOINT: len(repository),
+            },
         ]
         self.prompt_tokens = pack.total_tokens + framing
         self.context = {"files": len(pack.files), "tokens": pack.total_tokens, "budget": budget}

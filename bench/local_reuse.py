@@ -3,16 +3,19 @@
 Two modes, each printing a table (markdown) with the peer measured in the same run:
 
 * provider (default): LocalProvider on a random-weight engine (a preset, or --model-path).
-  For each repository size: run 1 answers question A with an empty disk cache (cold), run 2 is a
-  new provider (a new process, in effect) asking question B with the cache run 1 left (warm),
-  and the peer asks B again with an empty cache. Columns: prompt tokens, tokens prefilled,
-  tokens served from disk, time to the first generated token.
+  For each repository size: the peer answers question B with no disk cache at all (prefill
+  only), run 1 answers question A with an empty disk cache (prefill + storing the repository
+  prefix), run 2 is a new provider (a new process, in effect) asking question B with the cache
+  run 1 left. Columns: prompt tokens, tokens prefilled, tokens served from disk, states saved,
+  seconds spent saving, time to the first generated token, and that time over the peer's.
 * cli (--cli DIR): `v4code ask` twice through the whole stack on the checkpoint DIR (as a user
   runs it), with the second run reusing the first one's persisted prefix; wall time and the
   first turn's prefilled tokens of each run, from `--output-format jsonl`.
 
-    python bench/local_reuse.py --sizes 2000 8000 32000 --device cpu
-    python bench/local_reuse.py --cli /tmp/tiny-ckpt
+--repeat N repeats every measurement N times (fresh caches each time) and prints medians.
+
+    python bench/local_reuse.py --sizes 2000 8000 32000 --device cpu --threads 1 --repeat 3
+    python bench/local_reuse.py --cli /tmp/tiny-ckpt --repeat 3
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,13 +46,21 @@ def _repo_text(tokens: int) -> str:
 
 
 def _messages(repo: str, question: str) -> list[dict]:
+    from agent.providers.v4_format import CACHE_BREAKPOINT
+
+    repository = f"Here is the repository.\n\n{repo}"
     return [
         {"role": "system", "content": "You are v4code, answering questions about one repository."},
         {
             "role": "user",
-            "content": f"Here is the repository.\n\n{repo}\n\n# Question\n\n{question}",
+            "content": f"{repository}\n\n# Question\n\n{question}",
+            CACHE_BREAKPOINT: len(repository),  # as the agent marks it
         },
     ]
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
 
 
 def provider_mode(args: argparse.Namespace) -> None:
@@ -73,11 +85,11 @@ def provider_mode(args: argparse.Namespace) -> None:
         {"type": "function", "function": {"name": "read_file", "parameters": {"type": "object"}}}
     ]
 
-    def run(store_dir: Path, repo: str, question: str) -> dict:
+    def run(store_dir: Path | None, repo: str, question: str) -> dict:
         provider = LocalProvider(
             engine,
             tok,
-            store=KVStore(store_dir, align=128),
+            store=KVStore(store_dir, align=128) if store_dir else None,
             sampling=SamplingParams(seed=0),
             max_output_tokens=1,
             context_tokens=max(args.sizes) * 2 + 8192,
@@ -89,35 +101,45 @@ def provider_mode(args: argparse.Namespace) -> None:
         stats["first_token_s"] = time.perf_counter() - started
         return stats
 
+    def median_stats(runs: list[dict]) -> dict:
+        out = dict(runs[0])
+        for key in ("first_token_s", "save_s", "load_s", "prefill_s"):
+            out[key] = _median([r.get(key, 0.0) for r in runs])
+        return out
+
     rows, disk = [], {}
     for size in args.sizes:
         repo = _repo_text(size)
-        with tempfile.TemporaryDirectory() as warm, tempfile.TemporaryDirectory() as cold:
-            first = run(Path(warm), repo, "What does helper_3 return?")
-            second = run(Path(warm), repo, "Which helper has the largest modulus?")
-            peer = run(Path(cold), repo, "Which helper has the largest modulus?")
-            disk[size] = KVStore(Path(warm), align=128).usage_bytes()
-        rows.append((size, first, second, peer))
+        peers, firsts, seconds = [], [], []
+        for _ in range(args.repeat):
+            with tempfile.TemporaryDirectory() as warm:
+                peers.append(run(None, repo, "Which helper has the largest modulus?"))
+                firsts.append(run(Path(warm), repo, "What does helper_3 return?"))
+                seconds.append(run(Path(warm), repo, "Which helper has the largest modulus?"))
+                disk[size] = KVStore(Path(warm), align=128).usage_bytes()
+        rows.append((size, median_stats(peers), median_stats(firsts), median_stats(seconds)))
 
     print(
         f"engine: {args.model_path or args.preset} on {engine.device} ({engine.dtype}), "
-        f"torch threads {torch.get_num_threads()}"
+        f"torch threads {torch.get_num_threads()}, medians of {args.repeat}"
     )
     print()
     print(
-        "| repo tokens | run | prompt | prefilled | from disk | saved | first token s | vs peer |"
+        "| repo tokens | run | prompt | prefilled | from disk | saved | save s | first token s "
+        "| vs peer |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for size, first, second, peer in rows:
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size, peer, first, second in rows:
         for name, s in (
+            ("peer: question B, no disk cache", peer),
             ("1: question A, empty cache", first),
             ("2: question B, warm cache", second),
-            ("peer: question B, empty cache", peer),
         ):
             ratio = s["first_token_s"] / peer["first_token_s"]
             print(
-                f"| {size:,} | {name} | {s['prompt_tokens']:,} | {s['prefilled']:,} | {s['reused_disk']:,} "
-                f"| {len(s['saved_prefixes'])} | {s['first_token_s']:.3f} | {ratio:.2f}x |"
+                f"| {size:,} | {name} | {s['prompt_tokens']:,} | {s['prefilled']:,} "
+                f"| {s['reused_disk']:,} | {len(s['saved_prefixes'])} | {s.get('save_s', 0):.3f} "
+                f"| {s['first_token_s']:.3f} | {ratio:.2f}x |"
             )
     print()
     for size, *_ in rows:
@@ -134,6 +156,34 @@ def _sync(engine) -> None:
 
 
 def cli_mode(args: argparse.Namespace) -> None:
+    pairs = [_cli_pair(args) for _ in range(args.repeat)]
+    print(
+        f"checkpoint: {args.cli}; repository of ~{args.cli_tokens:,} tokens; `v4code ask`; "
+        f"medians of {args.repeat} pairs"
+    )
+    print()
+    print(
+        "| run | exit | wall s | prompt | prefilled | from disk | load s | save s | prefill s "
+        "| wall vs 1 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    walls = [_median([pair[i][1] for pair in pairs]) for i in (0, 1)]
+    for i in (0, 1):
+        codes = sorted({pair[i][0] for pair in pairs})
+        s = pairs[0][i][2]
+        timing = {
+            k: _median([pair[i][2].get(k, 0.0) for pair in pairs])
+            for k in ("load_s", "save_s", "prefill_s")
+        }
+        print(
+            f"| {i + 1} | {','.join(map(str, codes))} | {walls[i]:.2f} | {s.get('prompt_tokens', 0):,} "
+            f"| {s.get('prefilled', 0):,} | {s.get('reused_disk', 0):,} | {timing['load_s']:.3f} "
+            f"| {timing['save_s']:.3f} | {timing['prefill_s']:.3f} | {walls[i] / walls[0]:.2f}x |"
+        )
+
+
+def _cli_pair(args: argparse.Namespace) -> list[tuple[int, float, dict]]:
+    """Two `v4code ask` runs with different questions on one repository, one fresh cache."""
     with tempfile.TemporaryDirectory() as home:
         repo = Path(home) / "repo"
         repo.mkdir()
@@ -149,11 +199,12 @@ def cli_mode(args: argparse.Namespace) -> None:
             XDG_STATE_HOME=f"{home}/state",
             XDG_CONFIG_HOME=f"{home}/config",
             NO_COLOR="1",
-            OMP_NUM_THREADS=str(args.threads or 1),
             PYTHONPATH=str(ROOT),
             V4CODE_LOCAL_LOGITS_PROCESSOR="tests.local.forcing:from_env",
             V4CODE_TEST_FORCE_SCRIPT=str(script),
         )
+        if args.threads:
+            env["OMP_NUM_THREADS"] = str(args.threads)
         results = []
         for question in ("What does helper_3 return?", "Which helper has the largest modulus?"):
             command = [sys.executable, "-m", "agent.cli", "ask", question, "--repo", str(repo)]
@@ -166,18 +217,7 @@ def cli_mode(args: argparse.Namespace) -> None:
             turns = [e for e in events if e.get("event") == "turn"]
             stats = turns[0]["reply"].get("_v4_stats", {}) if turns else {}
             results.append((proc.returncode, wall, stats))
-    print(f"checkpoint: {args.cli}; repository of ~{args.cli_tokens:,} tokens; `v4code ask`")
-    print()
-    print(
-        "| run | exit | wall s | prompt | prefilled | from disk | load s | prefill s | wall vs 1 |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for i, (code, wall, s) in enumerate(results, 1):
-        print(
-            f"| {i} | {code} | {wall:.2f} | {s.get('prompt_tokens', 0):,} "
-            f"| {s.get('prefilled', 0):,} | {s.get('reused_disk', 0):,} | {s.get('load_s', 0):.3f} "
-            f"| {s.get('prefill_s', 0):.3f} | {wall / results[0][1]:.2f}x |"
-        )
+        return results
 
 
 def main() -> None:
@@ -193,6 +233,7 @@ def main() -> None:
         "--cli", metavar="CHECKPOINT", help="run `v4code ask` twice on this checkpoint"
     )
     parser.add_argument("--cli-tokens", type=int, default=4000)
+    parser.add_argument("--repeat", type=int, default=1, help="repetitions (medians are shown)")
     args = parser.parse_args()
     if args.cli:
         cli_mode(args)

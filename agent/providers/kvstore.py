@@ -148,20 +148,24 @@ class KVStore:
         return state
 
     def _read_tensor(self, spec: dict[str, Any]) -> torch.Tensor:
+        # Blobs are read straight into the tensor's memory: a multi-GiB state is never held
+        # twice (no bytes buffer, no copy into the tensor).
         dtype = _DTYPES[spec["dtype"]]
         shape = tuple(int(s) for s in spec["shape"])
-        data = bytearray()
+        out = torch.empty(shape, dtype=dtype)
+        buffer = _byte_view(out)
+        pos = 0
         for blob in spec["blobs"]:
-            chunk = (self.blobs / blob[:2] / blob).read_bytes()
-            if _digest(chunk) != blob:
+            with open(self.blobs / blob[:2] / blob, "rb") as f:
+                n = f.readinto(buffer[pos:])
+                if f.read(1):
+                    raise ValueError(f"tensor has more bytes than its shape {list(shape)}")
+            if _digest(buffer[pos : pos + n]) != blob:
                 raise ValueError(f"blob {blob[:12]} checksum mismatch")
-            data += chunk
-        expected = torch.empty(shape, dtype=dtype).nbytes
-        if len(data) != expected:
-            raise ValueError(f"tensor has {len(data)} bytes, expected {expected}")
-        if not data:
-            return torch.empty(shape, dtype=dtype)
-        return torch.frombuffer(data, dtype=torch.uint8).view(dtype).reshape(shape).clone()
+            pos += n
+        if pos != len(buffer):
+            raise ValueError(f"tensor has {pos} bytes, expected {len(buffer)}")
+        return out
 
     def _reject(self, path: Path, why: str) -> None:
         self.problems.append(f"{path.name}: {why}; ignored")
@@ -209,14 +213,13 @@ class KVStore:
 
     def _write_tensor(self, t: torch.Tensor) -> dict[str, Any]:
         t = t.detach().to("cpu").contiguous()
-        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        data = _byte_view(t)  # no copy: blobs are hashed and written from the tensor's memory
         row = max(1, t.nbytes // max(1, t.shape[0])) if t.dim() else max(1, t.nbytes)
-        step = (
-            max(1, BLOB_BYTES // row) * row
-        )  # whole rows per blob: appended rows keep old blobs intact
+        # whole rows per blob: rows appended later (a longer prefix) leave the old blobs intact
+        step = max(1, BLOB_BYTES // row) * row
         blobs = []
-        for start in range(0, len(raw), step):
-            chunk = raw[start : start + step]
+        for start in range(0, len(data), step):
+            chunk = data[start : start + step]
             name = _digest(chunk)
             target = self.blobs / name[:2] / name
             if not target.exists():
@@ -266,11 +269,18 @@ class KVStore:
         return [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".tmp")]
 
 
+def _byte_view(t: torch.Tensor) -> memoryview:
+    """The bytes of a contiguous CPU tensor, shared with it (writable)."""
+    if not t.numel():
+        return memoryview(bytearray())
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+
+
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _digest(data: bytes) -> str:
+def _digest(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -296,7 +306,7 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes | memoryview) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp", dir=path.parent)
     try:

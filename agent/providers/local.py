@@ -37,7 +37,7 @@ import torch
 from agent.errors import ConfigError, ProviderError
 from agent.providers import v4_format as fmt
 from agent.providers.base import ContextLengthExceeded, Reply, StreamSink, Usage
-from agent.providers.dsml import BLOCK_CLOSE, BLOCK_OPEN, parse_completion
+from agent.providers.dsml import BLOCK_CLOSE, BLOCK_OPEN, MASK, mask_literal, parse_completion
 from agent.providers.kvstore import DEFAULT_MAX_BYTES, KVStore
 from agent.providers.sampling import LogitsProcessor, Sampler, SamplingParams, in_dsml_syntax
 
@@ -59,8 +59,7 @@ COMPLETE_OPTIONS = frozenset(
 DEFAULT_MAX_OUTPUT = 4096
 PREFILL_CHUNK = 2048
 MIN_STORED_PREFIX = 1024  # shorter prefixes prefill faster than a disk round trip pays off
-BACK_OFFS = (256, 1024, 4096)
-CACHE_STEP = 8192  # cache capacity grows in multiples of this  # tokens before the end of the opening, for a different question
+CACHE_STEP = 8192  # cache capacity grows in multiples of this
 PROCESSOR_ENV = "V4CODE_LOCAL_LOGITS_PROCESSOR"  # "module:factory" - a logits processor hook
 
 
@@ -74,14 +73,15 @@ class TurnStats:
     prefilled: int = 0
     generated: int = 0
     saved_prefixes: list[int] = field(default_factory=list)
-    prefill_s: float = 0.0
+    prefill_s: float = 0.0  # includes save_s
     decode_s: float = 0.0
     load_s: float = 0.0
+    save_s: float = 0.0  # copying the state and writing it to the disk cache
     finish: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("prefill_s", "decode_s", "load_s"):
+        for k in ("prefill_s", "decode_s", "load_s", "save_s"):
             d[k] = round(d[k], 4)
         return d
 
@@ -106,6 +106,7 @@ class LocalProvider:
         min_stored_prefix: int = MIN_STORED_PREFIX,
     ):
         self.engine, self.tok, self.model = engine, tokenizer, model
+        self.encoder = _MemoEncoder(tokenizer)  # the repository is tokenized once per run
         self.thinking, self.reasoning_effort = thinking, reasoning_effort
         self.sampling = sampling or SamplingParams()
         self.sampler = Sampler(self.sampling)
@@ -118,6 +119,11 @@ class LocalProvider:
         self.identity = engine.identity()
         self.align = block_alignment(engine)
         self.eos_id = tokenizer.special_id(fmt.EOS)
+        # ids of the format's special tokens: only these can be markup in a completion
+        self.specials = {tokenizer.special_id(t): t for t in fmt.SPECIAL_TOKENS}
+        # A checkpoint's vocabulary may be padded beyond the tokenizer's: those ids decode to
+        # nothing, so they are never chosen.
+        self.vocab_size = int(getattr(tokenizer, "vocab_size", 0) or 0) or None
         self._cache: Any = None
         self._cached: list[int] = []  # the token ids whose state the live cache holds
         self._next_logits: torch.Tensor | None = None  # logits after the last cached token
@@ -233,7 +239,7 @@ class LocalProvider:
             raise ProviderError(
                 f"cannot render the conversation for the local model: {exc}"
             ) from None
-        prompt = fmt.to_ids(pieces, self.tok)
+        prompt = fmt.to_ids(pieces, self.encoder)
         if len(prompt) + 1 > self.context_tokens:
             raise ContextLengthExceeded(
                 f"the prompt has {len(prompt):,} tokens; the local model's context is {self.context_tokens:,}",
@@ -285,10 +291,11 @@ class LocalProvider:
             end = min(len(prompt), pos + self.prefill_chunk, *[m for m in marks if m > pos])
             logits = self._forward(prompt[pos:end])
             pos = end
-            if pos in marks and self.store.save(
-                self.identity, prompt[:pos], self._cache.state_dict()
-            ):
-                stats.saved_prefixes.append(pos)
+            if pos in marks:
+                saving = time.monotonic()
+                if self.store.save(self.identity, prompt[:pos], self._cache.state_dict()):
+                    stats.saved_prefixes.append(pos)
+                stats.save_s += time.monotonic() - saving
         stats.prefilled = len(prompt) - start
         stats.prefill_s = time.monotonic() - started
         return logits
@@ -314,13 +321,17 @@ class LocalProvider:
         stats.load_s = time.monotonic() - started
 
     def _save_points(self, prompt, messages, tools, thinking, effort, start: int) -> set[int]:
-        """Aligned boundaries of the conversation's opening (the messages before the first
-        answer) worth keeping on disk for later runs:
-        * the end of each opening message (system prompt, a repository message, the task), as
-          far as its tokens agree with this prompt (text merges where messages join);
-        * a few points backing off from the end of the last one, which usually holds the
-          repository followed by the task, so a later run asking something else still finds
-          the repository: BACK_OFFS tokens before the end, within that message."""
+        """Token counts at which the first turn stores its state for later runs:
+        * each message's cache breakpoint: `_cache_breakpoint` = N on a message says the first
+          N characters of its content stay the same from run to run (the agent marks the end of
+          the packed repository, before the task);
+        * the end of each message of the opening (the messages before the first answer) but
+          the last one: the system prompt with the tools;
+        * without a breakpoint, the end of the opening (a rerun of the same prompt).
+        A point is where the rendering of the opening cut there still agrees with this prompt
+        (BPE may merge text across the cut), rounded down to the compression block so that no
+        compressor holds a half-filled block. So a first turn saves one or two states, not one
+        per guess: each save copies the whole state."""
         if self.store is None:
             return set()
         opening = []
@@ -331,24 +342,27 @@ class LocalProvider:
         if len(opening) != len(messages):
             return set()  # a later turn: the first one stored the opening
         last = len(prompt) - 1  # a stored prefix must leave a token to prefill (for its logits)
-        ends = []
-        for k in range(1, len(opening)):
+        cuts, marked = [], False
+        for k, msg in enumerate(opening):
+            breakpoint_ = cache_breakpoint(msg)
+            if breakpoint_ is not None:
+                cuts.append([*opening[:k], dict(msg, content=msg["content"][:breakpoint_])])
+                marked = True
+            if k < len(opening) - 1:
+                cuts.append(opening[: k + 1])
+        ends = [last] if not marked else []
+        for cut in cuts:
             ids = fmt.to_ids(
-                fmt.render(opening[:k], tools, thinking=thinking, reasoning_effort=effort), self.tok
+                fmt.render(cut, tools, thinking=thinking, reasoning_effort=effort), self.encoder
             )
-            ends.append(min(_common_prefix(ids, prompt), last))
-        floor = ends[-1] if ends else 0
-        candidates = [*ends, last, *(last - b for b in BACK_OFFS if last - b > floor)]
-        points = set()
-        for n in candidates:
-            n = n // self.align * self.align
-            if (
-                n >= max(self.min_stored_prefix, self.align)
-                and n > start
-                and not self.store.has(self.identity, prompt[:n])
-            ):
-                points.add(n)
-        return points
+            ends.append(_common_prefix(ids, prompt))
+        floor = max(self.min_stored_prefix, self.align)
+        points = {min(n, last) // self.align * self.align for n in ends}
+        return {
+            n
+            for n in points
+            if n >= floor and n > start and not self.store.has(self.identity, prompt[:n])
+        }
 
     def _reset(self, room: int) -> None:
         self._cache = self.engine.new_cache(self._capacity(room))
@@ -381,31 +395,36 @@ class LocalProvider:
         self, logits, max_tokens, sampler, thinking, stops, sink, stats
     ) -> tuple[list[int], str]:
         started = time.monotonic()
-        text = _TextDecoder(self.tok)
+        text = _TextDecoder(self.tok, self.specials)
         stream = _Streamer(sink, thinking)
         ids: list[int] = []
         finish = "length"
         while len(ids) < max_tokens:
             for proc in self.processors:
                 logits = proc(ids, logits)
-            greedy = self.sampling.greedy_dsml and in_dsml_syntax(text.text)
+            if self.vocab_size is not None and logits.shape[-1] > self.vocab_size:
+                logits = logits.clone()
+                logits[..., self.vocab_size :] = float("-inf")
+            greedy = self.sampling.greedy_dsml and in_dsml_syntax(text.markup)
             token = sampler.choose(logits, greedy=greedy)
             ids.append(token)
             if token == self.eos_id:
                 finish = "stop"
                 break
+            seen = len(text.text)
             text.add(token)
-            stream.update(text.text)
-            if text.text.endswith(BLOCK_CLOSE):
+            stream.update(text.text, text.markup)
+            # a token may carry more than the tag's end (">\n\n"): look at all that is new
+            if BLOCK_CLOSE in text.markup[max(0, seen - len(BLOCK_CLOSE) + 1) :]:
                 finish = "tool_calls"  # nothing may follow a call block but the end token
                 break
-            if any(text.text.endswith(s) for s in stops):
+            if any(s in text.text[max(0, seen - len(s) + 1) :] for s in stops):
                 finish = "stop"
                 break
             if len(ids) >= max_tokens:
                 break
             logits = self._forward([token])
-        stream.update(text.text, final=True)
+        stream.update(text.text, text.markup, final=True)
         stats.generated = len(ids)
         stats.decode_s = time.monotonic() - started
         stats.finish = finish
@@ -413,10 +432,12 @@ class LocalProvider:
 
     def _reply(self, ids: list[int], finish: str, thinking: bool, stats: TurnStats) -> Reply:
         completion = list(ids) if ids and ids[-1] == self.eos_id else [*ids, self.eos_id]
-        text = _TextDecoder(self.tok)
+        text = _TextDecoder(self.tok, self.specials)
         for t in completion:
             text.add(t)
-        parsed = parse_completion(text.text, thinking=thinking, new_id=self._new_call_id)
+        parsed = parse_completion(
+            text.text, thinking=thinking, new_id=self._new_call_id, markup=text.markup
+        )
         if parsed.tool_calls and finish != "length":
             finish = "tool_calls"
         extra = {
@@ -456,6 +477,15 @@ def block_alignment(engine: Any) -> int:
         ratios = ratios()
     ratios = [int(r) for r in ratios or () if r]
     return math.lcm(*ratios) if ratios else 128
+
+
+def cache_breakpoint(message: dict[str, Any]) -> int | None:
+    """The message's `_cache_breakpoint` (characters of its content that stay the same from run
+    to run), when it is usable; anything else is ignored - it is only a hint for caching."""
+    n, content = message.get(fmt.CACHE_BREAKPOINT), message.get("content")
+    if type(n) is int and isinstance(content, str) and 0 < n < len(content):
+        return n
+    return None
 
 
 def processors_from_env() -> list[LogitsProcessor]:
@@ -524,16 +554,63 @@ def _effort(value: Any) -> str | None:
     return "max" if str(value).lower() in ("max", "xhigh", "ultra") else "high"
 
 
-class _TextDecoder:
-    """Token ids -> text, byte-exact: a character split over several tokens appears once whole."""
+class _MemoEncoder:
+    """The tokenizer, remembering the ids of the last few long texts: every turn renders the whole
+    conversation again, and re-tokenizing a 1M-token repository costs ~0.5 s a turn."""
+
+    MIN_CHARS = 512
+    KEEP = 8
 
     def __init__(self, tok: Any):
         self.tok = tok
+        self.memo: dict[str, list[int]] = {}
+
+    def encode(self, text: str) -> list[int]:
+        if len(text) < self.MIN_CHARS:
+            return self.tok.encode(text)
+        ids = self.memo.pop(text, None)
+        if ids is None:
+            ids = self.tok.encode(text)
+        self.memo[text] = ids  # most recently used last
+        while len(self.memo) > self.KEEP:
+            del self.memo[next(iter(self.memo))]
+        return ids
+
+    def special_id(self, token: str) -> int:
+        return self.tok.special_id(token)
+
+
+class _TextDecoder:
+    """Token ids -> text, byte-exact (a character split over several tokens appears once, whole),
+    and its markup view (same length): what ordinary tokens spelled is masked, so only special
+    tokens the model produced read as `</think>`, DSML tags or the end (dsml.mask_literal)."""
+
+    def __init__(self, tok: Any, specials: dict[int, str]):
+        self.tok, self.specials = tok, specials
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.text = ""
+        self.markup = ""
+        self._literal_from = 0  # where the current run of ordinary text starts
 
     def add(self, token: int) -> None:
-        self.text += self.decoder.decode(_token_bytes(self.tok, token))
+        piece = self.decoder.decode(_token_bytes(self.tok, token))
+        special = self.specials.get(token)
+        if special is not None and piece.endswith(special):
+            # (anything before it: the replaced bytes of a character left unfinished)
+            self.text += piece
+            self.markup += mask_literal(piece[: len(piece) - len(special)]) + special
+            self._literal_from = len(self.text)
+            return
+        seen = len(self.markup)
+        self.text += piece
+        self.markup += mask_literal(piece)
+        # `</think>` spelled by several ordinary tokens: mask it once it is complete
+        pos = self.markup.find(
+            fmt.END_THINK, max(self._literal_from, seen - len(fmt.END_THINK) + 1)
+        )
+        while pos >= 0:
+            self.markup = self.markup[:pos] + MASK + self.markup[pos + 1 :]
+            pos = self.markup.find(fmt.END_THINK, pos + 1)
 
 
 def _token_bytes(tok: Any, token: int) -> bytes:
@@ -542,52 +619,78 @@ def _token_bytes(tok: Any, token: int) -> bytes:
     return tok.decode([token]).encode("utf-8")
 
 
+def _markup_start(markup: str, start: int) -> int:
+    """Where tool-call markup begins in the markup view after `start` (-1: none), including the
+    `<` or `</` before the DSML token."""
+    hit = markup.find(fmt.DSML, start)
+    if hit < 0:
+        return -1
+    for opener in ("</", "<"):
+        if markup.startswith(opener, hit - len(opener)) and hit - len(opener) >= start:
+            return hit - len(opener)
+    return hit
+
+
 class _Streamer:
     """Streams reasoning and answer text to a sink as it is decoded, holding back any tail that
-    may be the start of markup (`</think>`, a tool-call block, the end token)."""
+    may be the start of markup (`</think>`, a tool call, the end token). Positions come from the
+    markup view, the text sent from the decoded text."""
 
     MARKERS_REASONING = (fmt.END_THINK, "\n\n" + BLOCK_OPEN, BLOCK_OPEN)
-    MARKERS_TEXT = ("\n\n" + BLOCK_OPEN, BLOCK_OPEN, fmt.EOS)
+    MARKERS_TEXT = ("\n\n" + BLOCK_OPEN, "<" + fmt.DSML, "</" + fmt.DSML, fmt.EOS)
 
     def __init__(self, sink: StreamSink | None, thinking: bool):
         self.sink, self.thinking = sink, thinking
         self.sent_reasoning = 0
         self.sent_text = 0
 
-    def update(self, text: str, final: bool = False) -> None:
+    def update(self, text: str, markup: str | None = None, final: bool = False) -> None:
         if self.sink is None:
             return
-        body = text
+        markup = text if markup is None else markup
+        body = 0
         if self.thinking:
-            end = text.find(fmt.END_THINK)
-            block = text.find(BLOCK_OPEN)
-            if end < 0 or (0 <= block < end):
-                reasoning = text if block < 0 else text[:block]
-                self._emit(reasoning, self.MARKERS_REASONING, final, reasoning=True)
+            end = markup.find(fmt.END_THINK)
+            calls = markup.find(BLOCK_OPEN)  # where the parser ends the reasoning too
+            if end < 0 or (0 <= calls < end):
+                stop = len(markup) if calls < 0 else calls
+                self._emit(text, markup, 0, stop, self.MARKERS_REASONING, final, reasoning=True)
                 return
-            self._emit(text[:end], (), True, reasoning=True)
-            body = text[end + len(fmt.END_THINK) :]
-        block = body.find(BLOCK_OPEN)
+            self._emit(text, markup, 0, end, (), True, reasoning=True)
+            body = end + len(fmt.END_THINK)
+        calls = _markup_start(markup, body)
+        stop = len(markup) if calls < 0 else calls
         self._emit(
-            body if block < 0 else body[:block],
-            self.MARKERS_TEXT,
-            final or block >= 0,
-            reasoning=False,
+            text, markup, body, stop, self.MARKERS_TEXT, final or calls >= 0, reasoning=False
         )
 
-    def _emit(self, part: str, markers: tuple[str, ...], final: bool, *, reasoning: bool) -> None:
-        visible = part.removesuffix("\n\n") if final and markers else part
+    def _emit(
+        self,
+        text: str,
+        markup: str,
+        start: int,
+        stop: int,
+        markers: tuple[str, ...],
+        final: bool,
+        *,
+        reasoning: bool,
+    ) -> None:
+        part = markup[start:stop]
         if not final:
-            visible = part[: len(part) - _held_back(part, markers)]
+            visible = len(part) - _held_back(part, markers)
+        elif markers:
+            visible = len(part.removesuffix("\n\n"))
+        else:
+            visible = len(part)
         sent = self.sent_reasoning if reasoning else self.sent_text
-        if len(visible) <= sent:
+        if visible <= sent:
             return
-        delta = visible[sent:]
+        delta = text[start + sent : start + visible]
         if reasoning:
-            self.sent_reasoning = len(visible)
+            self.sent_reasoning = visible
             self.sink.on_reasoning(delta)
         else:
-            self.sent_text = len(visible)
+            self.sent_text = visible
             self.sink.on_text(delta)
 
 

@@ -40,6 +40,10 @@ SPECIAL_TOKENS = (BOS, EOS, USER, ASSISTANT, LATEST_REMINDER, THINK, END_THINK, 
 REPLAY_IDS = "_v4_ids"
 REPLAY_TEXT = "_v4_text"
 REPLAY_MODE = "_v4_mode"
+# On any message (set by the agent, stripped before HTTP like every "_" key): the first N
+# characters of its content stay the same from run to run (the packed repository before the
+# task), so a provider that stores prompt prefixes keeps its state up to there.
+CACHE_BREAKPOINT = "_cache_breakpoint"
 
 REASONING_EFFORT_MAX = (
     "Reasoning Effort: Absolute maximum with no shortcuts permitted.\n"
@@ -256,6 +260,10 @@ def render(
             f"reasoning_effort must be 'high', 'max' or None, not {reasoning_effort!r}"
         )
     msgs = [dict(m) for m in messages]
+    if any(m.get("task") is not None for m in msgs):
+        # The reference encoder's internal classification tasks: silently dropping the task
+        # token would render a different prompt than the model expects.
+        raise ValueError("quick-instruction tasks (the 'task' field) are not supported")
     if tools:
         if msgs and msgs[0].get("role") == "system":
             msgs[0]["tools"] = list(tools)

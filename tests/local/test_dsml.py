@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from agent.providers.dsml import parse_completion
+from agent.providers.dsml import mask_literal, parse_completion
 from agent.providers.v4_format import dsml_tool_calls, to_text
 from tests.local.conftest import golden
 
@@ -80,13 +80,39 @@ def test_content_before_calls_and_chat_mode():
         (f'<{D}invoke nme="read_file">\n</{D}invoke>', 'name="TOOL"'),
         (
             _call("read_file", f'<{D}parameter name="path">x</{D}parameter>'),
-            "malformed parameter tag",
+            'needs string="true" or string="false"',
         ),
+        (
+            _call("read_file", f'<{D}parameter name="path" string="yes">x</{D}parameter>'),
+            'has string="yes"; it must be "true"',
+        ),
+        (_call("read_file", f"<{D}parameter path>x</{D}parameter>"), "malformed parameter tag"),
         (
             f'<{D}invoke name="read_file">\n{_param("path", "x")}</{D}invoke>',
             "must end with a newline",
         ),
         (_call("read_file", "path=x"), "unexpected text"),
+        # a parameter opened inside another one
+        (
+            _call(
+                "read_file",
+                f'<{D}parameter name="path" string="true">a{_param("start_line", "2", False)}'
+                f"</{D}parameter>",
+            ),
+            "cannot be nested",
+        ),
+        (
+            f'<{D}invoke name="read_file">{_param("path", "x")}\n</{D}invoke>',
+            f'a newline must follow <{D}invoke name="read_file">',
+        ),
+        (
+            f'<{D}invoke name="read_file">\r\n{_param("path", "x")}\r\n</{D}invoke>',
+            'not "\\r\\n"',
+        ),
+        (_call("read_file", _param("start_line", "NaN", string=False)), "is not JSON"),
+        (_call("read_file", _param("start_line", "-Infinity", string=False)), "is not JSON"),
+        (_call("read_file", _param("path", "[1, 2", string=False)), "is not JSON"),
+        (_call("", _param("path", "x")), "names no tool"),
     ],
 )
 def test_malformed_call_becomes_an_observation(body, error):
@@ -98,6 +124,7 @@ def test_malformed_call_becomes_an_observation(body, error):
     assert ok.arguments == {} and ok.parse_error is None
     assert bad.arguments is None and error in bad.parse_error
     assert bad.name in ("read_file", "")
+    assert bad.parse_error.endswith("block.") or "not JSON" in bad.parse_error  # says how to fix it
 
 
 def test_output_cut_inside_a_call():
@@ -137,3 +164,69 @@ def test_text_after_the_block_is_reported():
     done = parse_completion("</think>" + _block(_call("list_files")) + "more" + EOS, thinking=True)
     assert done.tool_calls[0].arguments == {}
     assert any("ignored" in p for p in done.problems)
+
+
+def test_an_unclosed_call_does_not_swallow_the_next_one():
+    unclosed = f'<{D}invoke name="search">\n{_param("pattern", "add")}\n'
+    text = "</think>" + _block(unclosed + _call("read_file", _param("path", "x.py"))) + EOS
+    done = parse_completion(text, thinking=True)
+    first, second = done.tool_calls
+    assert first.name == "search" and f"not closed with </{D}invoke>" in first.parse_error
+    assert second.arguments == {"path": "x.py"} and second.parse_error is None
+
+
+def test_a_call_outside_the_block_is_answered_not_run():
+    text = "</think>Let me look.\n\n" + _call("read_file", _param("path", "x.py")) + EOS
+    done = parse_completion(text, thinking=True)
+    assert done.content == "Let me look."  # no markup left in the answer
+    [call] = done.tool_calls
+    assert call.name == "read_file" and call.arguments is None
+    assert f"not inside a <{D}tool_calls> block" in call.parse_error
+
+
+def test_markup_spelled_by_ordinary_tokens_is_text():
+    """A model quoting a file that contains DSML or think tags writes text: with the markup view
+    (what the provider builds from token ids) those spellings are not tags."""
+    quoted = f"The file writes <{D}tool_calls> and </think> literally."
+    call = _block(_call("read_file", _param("path", quoted)))
+    reasoning = "It mentions </think> too."
+    text = reasoning + "</think>" + quoted + call + EOS
+    # everything the model wrote as ordinary tokens is masked; the real tags are not
+    literal_end = len(reasoning)
+    markup = (
+        mask_literal(reasoning)
+        + "</think>"
+        + mask_literal(quoted)
+        + call.replace(quoted, mask_literal(quoted))
+        + EOS
+    )
+    assert len(markup) == len(text) and literal_end > 0
+    done = parse_completion(text, thinking=True, markup=markup)
+    assert done.reasoning == reasoning and done.content == quoted and not done.problems
+    [c] = done.tool_calls
+    assert c.arguments == {"path": quoted}
+    # without the view, the quoted tags would be read as markup
+    naive = parse_completion(text, thinking=True)
+    assert naive.reasoning != reasoning
+
+
+def test_nothing_raises_on_cut_or_damaged_completions():
+    """Every prefix of a two-call completion, and every single-character deletion of it, parses;
+    each call either has arguments or says what is wrong."""
+    text = (
+        "plan</think>ok"
+        + _block(
+            _call("read_file", _param("path", "a.py"), _param("start_line", "3", False)),
+            _call("search", _param("pattern", "x")),
+        )
+        + EOS
+    )
+    variants = [text[:n] for n in range(len(text) + 1)]
+    variants += [text[:i] + text[i + 1 :] for i in range(len(text))]
+    for variant in variants:
+        for thinking in (True, False):
+            done = parse_completion(variant, thinking=thinking)
+            for c in done.tool_calls:
+                assert (c.arguments is None) == bool(c.parse_error), (variant, c)
+                if c.arguments is not None:
+                    assert json.loads(c.raw_arguments) == c.arguments

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.providers import v4_format as fmt
 from tests.local.forcing import script_ids
 
 pytest.importorskip("torch")
@@ -59,7 +60,7 @@ def calc_repo(make_git_repo) -> Path:
 
 
 def run(
-    args: list[str], tmp_path: Path, scripts: list[str] | None, **env: str
+    args: list[str], tmp_path: Path, scripts: list[str] | None, stdin: str | None = None, **env: str
 ) -> tuple[int, list[dict], str]:
     full_env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **env)
     if scripts is not None:
@@ -77,7 +78,7 @@ def run(
         capture_output=True,
         text=True,
         timeout=600,
-        stdin=subprocess.DEVNULL,
+        **({"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}),
     )
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     return proc.returncode, events, proc.stderr
@@ -121,6 +122,13 @@ def test_ask_runs_a_tool_and_answers_on_the_reused_cache(checkpoint, calc_repo, 
     assert second["prefilled"] == second["prompt_tokens"] - second["reused_live"]
     assert tok.count(result["text"]) < second["prefilled"] < 400
     assert turns[1]["usage"]["cached_input_tokens"] == second["reused_live"]
+    # ... and what it prefilled is exactly the V4 rendering of the conversation after the cached
+    # part: the replayed completion, then the tool result as a <tool_result> block
+    conversation = turns[0]["new_messages"] + [turns[0]["reply"]] + turns[1]["new_messages"]
+    prompt = fmt.to_ids(fmt.render(conversation, _schemas("ask", calc_repo)), tok)
+    assert len(prompt) == second["prompt_tokens"]
+    assert prompt[: first["prompt_tokens"]] == _first_prompt(turns[0], calc_repo, tok)
+    assert "<tool_result>" + result["text"] in tok.decode(prompt[second["reused_live"] :])
     final = of(events, "result")[-1]
     assert (
         final["status"] == "ok"
@@ -166,7 +174,18 @@ def test_fix_edits_the_file_and_the_tests_pass(checkpoint, calc_repo, tmp_path):
     assert final["status"] == "ok" and final["changed_files"] == ["calc.py"]
 
 
-def test_second_ask_reuses_the_persisted_prefix(checkpoint, calc_repo, tmp_path):
+def _schemas(kind: str, repo: Path) -> list[dict]:
+    from tools import build_tools
+    from tools.base import ToolContext
+
+    return [t.schema() for t in build_tools(kind, ToolContext(root=repo))]
+
+
+def _first_prompt(turn: dict, repo: Path, tok) -> list[int]:
+    return fmt.to_ids(fmt.render(turn["new_messages"], _schemas("ask", repo)), tok)
+
+
+def test_second_ask_reuses_the_persisted_prefix(checkpoint, calc_repo, tmp_path, tok):
     args = [
         "--repo",
         str(calc_repo),
@@ -177,18 +196,39 @@ def test_second_ask_reuses_the_persisted_prefix(checkpoint, calc_repo, tmp_path)
         "--max-turns",
         "1",
     ]
-    code1, events1, err1 = run(["ask", "What does mul do?", *args], tmp_path, [ANSWER])
-    code2, events2, err2 = run(["ask", "Is there a bug in add?", *args], tmp_path, [ANSWER])
-    assert code1 == 0 and code2 == 0, err1[-2000:] + err2[-2000:]
-    first = of(events1, "turn")[0]["reply"]["_v4_stats"]
-    second = of(events2, "turn")[0]["reply"]["_v4_stats"]
-    assert first["reused_disk"] == 0 and first["saved_prefixes"]
-    # the second run loaded the repository prefix and prefilled only the rest (the question)
-    assert (
-        second["reused_disk"] >= first["prompt_tokens"] - 300 and second["reused_disk"] % 128 == 0
+    # the first run reviews a long pasted log (`... | v4code ask`): its prompt ends far past
+    # the repository; the second asks something else
+    log = "".join(
+        f"2025-01-01 12:00:{i % 60:02d} worker {i} finished job {i * 7}\n" for i in range(250)
     )
-    assert second["prefilled"] == second["prompt_tokens"] - second["reused_disk"] < 300
-    assert of(events2, "turn")[0]["usage"]["cached_input_tokens"] == second["reused_disk"]
+    code1, events1, err1 = run(["ask", "Is this log fine?", *args], tmp_path, [ANSWER], stdin=log)
+    code2, events2, err2 = run(["ask", "What does mul do?", *args], tmp_path, [ANSWER])
+    assert code1 == 0 and code2 == 0, err1[-2000:] + err2[-2000:]
+    turn1, turn2 = of(events1, "turn")[0], of(events2, "turn")[0]
+    first, second = turn1["reply"]["_v4_stats"], turn2["reply"]["_v4_stats"]
+    # the first run stored one state: at the end of the packed repository (the system prompt
+    # alone is under the 1,024 tokens worth storing)
+    [stored] = first["saved_prefixes"]
+    prompt1 = _first_prompt(turn1, calc_repo, tok)
+    repository = turn1["new_messages"][1]
+    end = fmt.to_ids(
+        fmt.render(
+            [
+                turn1["new_messages"][0],
+                dict(repository, content=repository["content"][: repository[fmt.CACHE_BREAKPOINT]]),
+            ],
+            _schemas("ask", calc_repo),
+        ),
+        tok,
+    )
+    repository_end = next(i for i, (a, b) in enumerate(zip(prompt1, end, strict=False)) if a != b)
+    assert stored == repository_end // 128 * 128
+    assert first["reused_disk"] == 0 and stored > 1000
+    assert first["prompt_tokens"] - stored > tok.count(log) > 4096
+    # the second run loaded it and prefilled only the rest: the question
+    assert second["reused_disk"] == stored and second["saved_prefixes"] == []
+    assert second["prefilled"] == second["prompt_tokens"] - stored < 300
+    assert turn2["usage"]["cached_input_tokens"] == stored
 
 
 def test_unsteered_noise_ends_cleanly(checkpoint, calc_repo, tmp_path):
@@ -214,5 +254,8 @@ def test_unsteered_noise_ends_cleanly(checkpoint, calc_repo, tmp_path):
     assert final["status"] in expected, final
     assert code == expected[final["status"]], err[-2000:]
     assert "Traceback" not in err
+    if final["status"] == "limit_reached":  # a clear reason, in the result and on stderr
+        assert final["limit"] in ("turns", "stuck") and final["error"]
+        assert final["error"] in err
     for turn in of(events, "turn"):
         assert turn["reply"]["_v4_stats"]["generated"] <= 24

@@ -145,3 +145,41 @@ def test_a_disk_that_refuses_writes_is_not_an_error(tmp_path):
     assert store.save(IDENT, list(range(128)), _state(128)) is False
     assert "could not store" in store.problems[0]
     assert store.find(IDENT, list(range(128))) is None
+
+
+def test_saving_and_loading_never_hold_a_second_copy_of_the_state(tmp_path):
+    """A V4-Flash prefix state is GiBs: blobs are hashed and written from the tensor's own memory
+    and read back straight into the new tensor, so no bytes buffer as large as the state is ever
+    allocated (tracemalloc sees every Python-level buffer)."""
+    import tracemalloc
+
+    state = {"pool": torch.randn((8 << 20) // 4 // 256, 256), "length": 1}  # 8 MiB
+    store = KVStore(tmp_path, align=128)
+    ids = list(range(128))
+    tracemalloc.start()
+    try:
+        assert store.save(IDENT, ids, state)
+        _, saving = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        hit = store.find(IDENT, ids)
+        _, loading = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert torch.equal(hit.state["pool"], state["pool"])
+    assert saving < 2 * BLOB_BYTES and loading < 2 * BLOB_BYTES, (saving, loading)
+
+
+def test_a_blob_of_the_wrong_size_is_refused(tmp_path):
+    store = KVStore(tmp_path, align=128)
+    ids = list(range(128))
+    store.save(IDENT, ids, {"x": torch.arange(64, dtype=torch.int64)})
+    [entry] = (tmp_path / "entries").iterdir()
+    manifest = json.loads(entry.read_text())
+    manifest["tensors"]["x"]["shape"] = [32]  # the blob now holds more than the shape
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    from agent.providers import kvstore
+
+    manifest["checksum"] = kvstore._digest(kvstore._canonical(body))
+    entry.write_text(json.dumps(manifest))
+    assert store.find(IDENT, ids) is None
+    assert "more bytes" in store.problems[-1]

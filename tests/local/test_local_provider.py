@@ -45,11 +45,25 @@ REPO = (
 )
 
 
-def _conversation(question: str = "Why does add fail?") -> list[dict]:
-    return [
-        {"role": "system", "content": "You answer questions about a repository."},
-        {"role": "user", "content": REPO + "\n\n# Question\n\n" + question},
-    ]
+def _conversation(question: str = "Why does add fail?", *, mark: bool = True) -> list[dict]:
+    """The agent's opening: the repository and the task in one user message, the repository's
+    end marked as the cache breakpoint (as agent/loop.py does)."""
+    user = {"role": "user", "content": REPO + "\n\n# Question\n\n" + question}
+    if mark:
+        user[fmt.CACHE_BREAKPOINT] = len(REPO)
+    return [{"role": "system", "content": "You answer questions about a repository."}, user]
+
+
+def _system_end(tok) -> int:
+    return len(fmt.to_ids(fmt.render(_conversation()[:1], TOOLS), tok))
+
+
+def _repository_end(tok) -> int:
+    """Tokens of the prompt up to the end of the repository (where the breakpoint is)."""
+    system, user = _conversation()
+    cut = fmt.to_ids(fmt.render([system, dict(user, content=REPO)], TOOLS), tok)
+    full = fmt.to_ids(fmt.render(_conversation(), TOOLS), tok)
+    return next(i for i, (a, b) in enumerate(zip(cut, full, strict=False)) if a != b)
 
 
 class Sink:
@@ -140,22 +154,46 @@ def test_tool_call_then_answer_on_the_reused_cache(tiny_engine, tok, tmp_path):
 
 
 def test_a_later_run_loads_the_repository_prefix_from_disk(tiny_engine, tok, tmp_path):
+    """The first run - here with 1,100 tokens of pasted text after the repository, more than a
+    fixed back-off from the end of its prompt would cover - stores one state, at the
+    repository's end (rounded down to the compression block); a later run with another task
+    loads it and prefills only the rest."""
+    boundary = _repository_end(tok) // 128 * 128
+    assert boundary >= 256
+    pasted = "".join(f"line {i}: the value is {i * 7}\n" for i in range(120))
+    opening = _conversation("Explain this log:\n" + pasted)
+    assert len(fmt.to_ids(fmt.render(opening, TOOLS), tok)) - boundary > 1100
     store = KVStore(tmp_path, align=128)
     first, _ = _provider(tiny_engine, tok, store, [ANSWER])
-    r1 = first.complete(_conversation("What does f3 do?"), TOOLS)
-    assert r1.extra["_v4_stats"]["saved_prefixes"]
+    r1 = first.complete(opening, TOOLS)
+    # the repository's end, and the end of the system prompt with the tools (small): no guesses
+    saved = r1.extra["_v4_stats"]["saved_prefixes"]
+    assert saved == [256, boundary] and 256 == _system_end(tok) // 128 * 128
 
     later, rec = _provider(tiny_engine, tok, KVStore(tmp_path, align=128), [ANSWER])
     messages = _conversation("Something else entirely?")
+    prompt = fmt.to_ids(fmt.render(messages, TOOLS), tok)
     reply = later.complete(messages, TOOLS)
     stats = reply.extra["_v4_stats"]
-    prompt = fmt.to_ids(fmt.render(messages, TOOLS), tok)
-    earlier = fmt.to_ids(fmt.render(_conversation("What does f3 do?"), TOOLS), tok)
-    shared = next(i for i, (a, b) in enumerate(zip(prompt, earlier, strict=False)) if a != b)
-    assert stats["reused_disk"] % 128 == 0 and shared - 128 < stats["reused_disk"] <= shared
-    assert stats["prefilled"] == len(prompt) - stats["reused_disk"]
-    assert reply.usage.cached_input_tokens == stats["reused_disk"]
+    assert stats["reused_disk"] == boundary and stats["saved_prefixes"] == []
+    assert stats["prefilled"] == len(prompt) - boundary < 128 + 20
+    assert reply.usage.cached_input_tokens == boundary
     _assert_logits_match_full_forward(tiny_engine, tok, rec, [(messages, reply)])
+
+
+def test_without_a_breakpoint_only_the_whole_opening_is_stored(tiny_engine, tok, tmp_path):
+    """A caller that marks nothing gets the state after its whole opening (a rerun of the same
+    prompt reuses it), still a single save."""
+    provider, _ = _provider(tiny_engine, tok, KVStore(tmp_path, align=128), [ANSWER])
+    messages = _conversation(mark=False)
+    reply = provider.complete(messages, TOOLS)
+    prompt = fmt.to_ids(fmt.render(messages, TOOLS), tok)
+    assert reply.extra["_v4_stats"]["saved_prefixes"] == [256, (len(prompt) - 1) // 128 * 128]
+    # a malformed hint is ignored, never an error
+    bad = _conversation(mark=False)
+    bad[1][fmt.CACHE_BREAKPOINT] = "12"
+    again, _ = _provider(tiny_engine, tok, KVStore(tmp_path, align=128), [ANSWER])
+    assert again.complete(bad, TOOLS).extra["_v4_stats"]["reused_disk"] > 0
 
 
 def test_damaged_store_is_ignored_and_prefilled(tiny_engine, tok, tmp_path):
@@ -311,3 +349,154 @@ def test_from_settings_explains_a_bad_model_path(tmp_path):
         LocalProvider.from_settings(
             load_settings(tmp_path, provider="local", model_path=str(tmp_path / "file"))
         )
+
+
+def test_markup_the_model_spells_with_ordinary_tokens_is_text(tiny_engine, tok):
+    """Quoting a file that contains `</think>` or a DSML block (this repository has such files)
+    must neither end the reasoning, nor start a call, nor stop generation: only the special
+    tokens are markup. The ids are forced: ordinary tokens for the quotes, specials for the tags."""
+    reasoning = "a.py writes </think> literally."
+    quote = (
+        f'It prints <{D}tool_calls>\n<{D}invoke name="read_file">\n</{D}invoke>\n'
+        f"</{D}tool_calls> and stops."
+    )
+    script = [
+        *tok.encode(reasoning),
+        tok.special_id("</think>"),
+        *tok.encode(quote),
+        tok.eos_id,
+    ]
+    assert tok.special_id(D) not in script  # the quote is made of ordinary tokens only
+    rec = Recorder()
+    provider = LocalProvider(
+        tiny_engine,
+        tok,
+        processors=[rec, ForceTokens([script])],
+        sampling=SamplingParams(seed=0),
+        context_tokens=8192,
+    )
+    sink = Sink()
+    reply = provider.complete(_conversation(), TOOLS, stream_to=sink)
+    assert reply.extra[fmt.REPLAY_IDS] == script  # generation ran to the end token
+    assert (reply.reasoning, reply.text, reply.tool_calls) == (reasoning, quote, [])
+    assert reply.finish_reason == "stop" and "_v4_problems" not in reply.extra
+    assert "".join(sink.reasoning) == reasoning and "".join(sink.text) == quote
+
+
+def test_a_block_closed_by_a_longer_token_still_ends_the_turn(tiny_engine, tok):
+    """`tool_calls` followed by the single token ">\\n\\n" closes the block too: the turn ends
+    there instead of running on to the output limit."""
+    ids = script_ids(CALL.removesuffix("<｜end▁of▁sentence｜>"), tok)
+    [gt_nn] = tok.encode(">\n\n")
+    assert ids[-1] == tok.encode(">")[0]
+    script = [*ids[:-1], gt_nn]
+    provider, _ = _provider(tiny_engine, tok, None, [])
+    provider.processors = [ForceTokens([script])]
+    reply = provider.complete(_conversation(), TOOLS, max_tokens=len(script) + 16)
+    assert reply.extra["_v4_stats"]["generated"] == len(script)
+    assert reply.finish_reason == "tool_calls"
+    [call] = reply.tool_calls
+    assert call.arguments == {"path": "calc.py", "start_line": 2}
+
+
+def test_text_streams_while_decoding_and_split_characters_arrive_whole(tiny_engine, tok):
+    """Each delta reaches the sink during decoding (before the next forward pass), and a
+    character whose bytes span several tokens is sent once, complete."""
+    answer = "Crab 🦀, fraktur 𝔘𝔫𝔦, CJK 鿿 and ǅ."
+    assert any(
+        len(tok.decode_bytes([t]).decode("utf-8", "ignore")) == 0 for t in tok.encode(answer)
+    )
+    rec = Recorder()
+
+    class TimedSink(Sink):
+        def __init__(self):
+            super().__init__()
+            self.at_step = []
+
+        def on_text(self, d):
+            super().on_text(d)
+            self.at_step.append(len(rec.steps))
+
+    provider = LocalProvider(
+        tiny_engine,
+        tok,
+        processors=[
+            rec,
+            ForceTokens([script_ids("</think>" + answer + "<｜end▁of▁sentence｜>", tok)]),
+        ],
+        sampling=SamplingParams(seed=0),
+        context_tokens=8192,
+    )
+    sink = TimedSink()
+    reply = provider.complete(_conversation(), TOOLS, stream_to=sink)
+    assert reply.text == answer == "".join(sink.text)
+    assert not any("\ufffd" in d for d in sink.text)
+    assert len(sink.text) > 5 and sink.at_step == sorted(sink.at_step)
+    assert sink.at_step[0] < len(rec.steps) // 2  # the first words came long before the end
+
+
+def test_ids_beyond_the_tokenizer_are_never_chosen(tiny_engine, tok):
+    """A checkpoint whose vocabulary is padded past the tokenizer's: a padded id the model
+    favours is never sampled (it could not be decoded)."""
+
+    class SmallerTokenizer:
+        vocab_size = tiny_engine.config.vocab_size - 300
+
+        def __getattr__(self, name):
+            return getattr(tok, name)
+
+        def decode_bytes(self, ids):
+            if max(ids) >= self.vocab_size:
+                raise ValueError("not in the vocabulary")
+            return tok.decode_bytes(ids)
+
+    def favour_padding(generated, logits):
+        boosted = logits.clone()
+        boosted[-1] += 100.0
+        return boosted
+
+    provider = LocalProvider(
+        tiny_engine,
+        SmallerTokenizer(),
+        processors=[favour_padding],
+        sampling=SamplingParams(seed=1),
+        context_tokens=8192,
+    )
+    reply = provider.complete(_conversation(), TOOLS, max_tokens=8)
+    assert max(reply.extra[fmt.REPLAY_IDS]) < SmallerTokenizer.vocab_size
+
+
+def test_the_repository_is_tokenized_once_per_run(tiny_engine, tok):
+    """Every turn renders the whole conversation again; the long repository text is not
+    tokenized again (at 1M tokens that costs about half a second a turn)."""
+
+    class CountingTokenizer:
+        def __init__(self):
+            self.texts = []
+
+        def __getattr__(self, name):
+            return getattr(tok, name)
+
+        def encode(self, text):
+            self.texts.append(text)
+            return tok.encode(text)
+
+    counting = CountingTokenizer()
+    provider = LocalProvider(
+        tiny_engine,
+        counting,
+        processors=[ForceTokens([script_ids(s, tok) for s in (CALL, ANSWER)])],
+        sampling=SamplingParams(seed=0),
+        context_tokens=8192,
+    )
+    messages = _conversation()
+    first = provider.complete(messages, TOOLS)
+    assert sum(REPO in t for t in counting.texts) == 1
+    counting.texts.clear()
+    messages += [
+        first.to_message(),
+        {"role": "tool", "tool_call_id": first.tool_calls[0].id, "content": "2\treturn a - b"},
+    ]
+    second = provider.complete(messages, TOOLS)
+    assert second.extra["_v4_stats"]["reused_live"] > 0
+    assert counting.texts and not any(REPO in t for t in counting.texts)

@@ -158,8 +158,19 @@ def test_markup_splits_only_known_specials():
     ]
 
 
-def test_bad_role_and_effort_are_clear_errors():
+def test_bad_role_effort_and_task_are_clear_errors():
     with pytest.raises(ValueError, match="role"):
         render([{"role": "narrator", "content": "x"}])
     with pytest.raises(ValueError, match="reasoning_effort"):
         render([{"role": "user", "content": "x"}], reasoning_effort="ultra")
+    with pytest.raises(ValueError, match="task"):
+        render([{"role": "user", "content": "x", "task": "action"}])
+
+
+def test_private_keys_do_not_change_the_prompt(tok):
+    """The agent's cache breakpoint and other "_" keys are hints: the rendering ignores them."""
+    case = _agent("agent_thinking_tools")
+    marked = [dict(m) for m in case["messages"]]
+    marked[1][fmt.CACHE_BREAKPOINT] = 10
+    marked[1]["_anything"] = {"x": 1}
+    assert to_ids(render(marked, case["tools"]), tok) == case["ids"]
