@@ -8,7 +8,6 @@ holds only the fix.
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import prompts
 from agent.errors import ExitCode, UsageError
+from agent.gitcmd import run_git
 from agent.loop import Agent, Limits, Recoverable, Run, RunResult, RunSetup, Stop, nudge
 from agent.providers.base import Reply, ToolCall
 from agent.undo import (
@@ -343,17 +343,11 @@ def commit_fix(root: Path, result: FixResult) -> str:
         patch_file = Path(tmp) / "fix.patch"
         patch_file.write_bytes(result.patch.encode("utf-8", errors="surrogateescape"))
         directory = [f"--directory={prefix}"] if prefix not in ("", ".") else []
-        applied = subprocess.run(
-            ["git", "apply", "--cached", *directory, str(patch_file)],
-            cwd=top,
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-        )
-        if applied.returncode != 0:
+        applied = run_git(["apply", "--cached", *directory, str(patch_file)], top, env=env)
+        if not applied.ok:
             raise SnapshotError(
                 "your uncommitted changes in the fixed files overlap the fix, so it cannot be "
-                "committed alone (it is left in the working tree): " + applied.stderr.strip()
+                "committed alone (it is left in the working tree): " + applied.error_text()
             )
         tree = _git_out(["write-tree"], top, env=env)
     message = commit_message(result)
@@ -412,14 +406,7 @@ def _git_out(
     input: str | None = None,
     check: bool = True,
 ) -> str:
-    proc = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        input=input,
-        capture_output=True,
-        text=True,
-    )
-    if check and proc.returncode != 0:
-        raise SnapshotError(f"git {args[0]} failed: {proc.stderr.strip()}")
-    return proc.stdout.strip() if proc.returncode == 0 else ""
+    result = run_git(args, cwd, env=env, input=input)
+    if check and not result.ok:
+        raise SnapshotError(f"git {args[0]} failed: {result.error_text()}")
+    return result.text().strip() if result.ok else ""

@@ -72,8 +72,8 @@ def dispatch(
     if isinstance(args_or_parse_error, str):
         fields = ", ".join(tool.parameters.get("properties", {}))
         return _error(
-            f"the arguments of {name} could not be used: {args_or_parse_error}. Send a JSON "
-            f"object with: {fields}",
+            f"the arguments of {name} could not be used: {args_or_parse_error}. "
+            f"Call it again with the arguments: {fields}",
             tool=name,
         )
     return tool.run({} if args_or_parse_error is None else args_or_parse_error)
