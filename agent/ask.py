@@ -71,16 +71,7 @@ def run_ask(
     result = AskResult()
     try:
         run.pack_prompt(prompts.load("system_ask"), task)
-        agent = AskAgent(
-            run.provider,
-            run.tools,
-            run.messages,
-            limits,
-            run.log,
-            prompt_tokens=run.prompt_tokens,
-            stream_to=run.stream_to,
-            question=question or "Review the text below.",
-        )
+        agent = run.make_agent(AskAgent, limits, question=question or "Review the text below.")
         stop = run.drive(agent)
         result.answer = agent.answer
         if stop.kind == "done":

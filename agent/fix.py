@@ -15,6 +15,7 @@ from typing import Any
 
 import prompts
 from agent.errors import ExitCode, UsageError
+from agent.fileio import atomic_write
 from agent.gitcmd import run_git
 from agent.loop import Agent, Limits, Recoverable, Run, RunResult, RunSetup, Stop, nudge
 from agent.providers.base import Reply, ToolCall
@@ -22,7 +23,6 @@ from agent.undo import (
     ChangeTracker,
     FileChange,
     SnapshotError,
-    atomic_write,
     deferred_interrupt,
     diffstat,
     git_toplevel,
@@ -208,15 +208,10 @@ def run_fix(
                 instructions=extra,
             )
             run.pack_prompt(prompts.load("system_fix"), task)
-            agent = FixAgent(
-                run.provider,
-                run.tools,
-                run.messages,
+            agent = run.make_agent(
+                FixAgent,
                 limits,
-                run.log,
-                prompt_tokens=run.prompt_tokens,
                 tracker=tracker,
-                stream_to=run.stream_to,
                 run=run,
                 test_command=command,
                 tests=before,

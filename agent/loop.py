@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import prompts
 from agent.errors import ExitCode, ProviderError, UsageError
@@ -26,6 +26,8 @@ from tools.base import Observation, Tool
 
 # The same failing call, or a reply that does nothing, this many times in a row ends the run.
 REPEAT_LIMIT = 3
+
+A = TypeVar("A", bound="Agent")
 
 
 class Recoverable(Exception):
@@ -443,6 +445,20 @@ class Run:
             "context",
             **self.context,
             excluded=len(manifest.get("excluded", [])) if isinstance(manifest, dict) else None,
+        )
+
+    def make_agent(self, cls: type[A], limits: Limits, **kwargs: Any) -> A:
+        """An agent of `cls` on this run's provider, tools, packed prompt and transcript;
+        `kwargs` are what the subclass adds."""
+        return cls(
+            self.provider,
+            self.tools,
+            self.messages,
+            limits,
+            self.log,
+            prompt_tokens=self.prompt_tokens,
+            stream_to=self.stream_to,
+            **kwargs,
         )
 
     def drive(self, agent: Agent) -> Stop:

@@ -537,15 +537,11 @@ def _read_cache(digest: str) -> tuple[_Tables | None, str | None] | None:
 
 
 def _write_cache(digest: str, tables: _Tables | None, reason: str | None) -> None:
-    path = _cache_file(digest)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(_encode_cache(tables, reason))
-        os.replace(tmp, path)  # readers see the old file or the whole new one
-    except OSError:
-        with contextlib.suppress(OSError):  # an unwritable cache only costs speed
-            tmp.unlink(missing_ok=True)
+    from agent.fileio import atomic_write
+
+    # No fsync: a torn cache fails to decode and is rebuilt. An unwritable one only costs speed.
+    with contextlib.suppress(OSError):
+        atomic_write(_cache_file(digest), _encode_cache(tables, reason), durable=False)
 
 
 # --- loading ---------------------------------------------------------------------------------------

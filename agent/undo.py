@@ -37,12 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import UsageError, V4CodeError
+from agent.fileio import atomic_write
 from agent.gitcmd import run_git
 from agent.paths import state_dir
 
 SNAPSHOT_REF_PREFIX = "refs/v4code/snapshots/"
 KEEP_SNAPSHOTS = 20
 MUTATING_TOOLS = frozenset({"edit_file", "write_file"})
+PRIVATE = 0o600  # the journal and its blobs: copies of the user's files, for the user alone
 
 
 class SnapshotError(V4CodeError):
@@ -85,26 +87,6 @@ def deferred_interrupt(*, reraise: bool = True) -> Iterator[list[int]]:
             signal.signal(sig, handler)
         if pending and reraise:
             raise KeyboardInterrupt
-
-
-def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write via a temp file in the same directory + rename: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".v4tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, stat.S_IMODE(mode))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # --- git plumbing -------------------------------------------------------------------------
@@ -372,7 +354,7 @@ class ChangeTracker:
         # snapshot must not leave `undo` pointing at an older fix.
         with deferred_interrupt():
             self._save(complete=False)
-            atomic_write(self.dir.parent / "LAST", self.run_id.encode())
+            atomic_write(self.dir.parent / "LAST", self.run_id.encode(), mode=PRIVATE)
         if self.snapshot_enabled:
             try:
                 self.snapshot = Snapshot(self.root)
@@ -385,7 +367,7 @@ class ChangeTracker:
         entry: dict[str, Any] = {"before_exists": data is not None, "before_sha": _sha(data)}
         if data is not None:
             blob = self.dir / "blobs" / f"{len(self.entries):05d}"
-            atomic_write(blob, data)
+            atomic_write(blob, data, mode=PRIVATE)
             entry.update(blob=blob.name, before_mode=mode)
         else:
             # Directories the fix creates are removed again by undo, deepest first.
@@ -480,7 +462,7 @@ class ChangeTracker:
             "entries": self.entries,
             "changed": changed,
         }
-        atomic_write(self.dir / "journal.json", json.dumps(record, indent=1).encode())
+        atomic_write(self.dir / "journal.json", json.dumps(record, indent=1).encode(), mode=PRIVATE)
 
 
 # --- undo ---------------------------------------------------------------------------------
@@ -563,7 +545,7 @@ def undo_last(root: Path, *, force: bool = False) -> UndoResult:
                 atomic_write(
                     path,
                     (record_dir / "blobs" / entry["blob"]).read_bytes(),
-                    entry.get("before_mode"),
+                    mode=entry.get("before_mode"),
                 )
                 restored.append(rel)
             else:
@@ -576,7 +558,9 @@ def undo_last(root: Path, *, force: bool = False) -> UndoResult:
                     except OSError:
                         break
         record["undone_at"] = time.time()
-        atomic_write(record_dir / "journal.json", json.dumps(record, indent=1).encode())
+        atomic_write(
+            record_dir / "journal.json", json.dumps(record, indent=1).encode(), mode=PRIVATE
+        )
     snap = record.get("snapshot") or {}
     return UndoResult(
         record["run_id"],

@@ -33,6 +33,16 @@ def _need_torch() -> None:
         raise UsageError(TORCH_MISSING)
 
 
+def _check_random_preset(preset: str, too_large: str) -> None:
+    """`preset` must name a preset small enough to fill with random weights here."""
+    from model.presets import PRESETS
+
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+    if preset in ("v4-flash", "v4-pro"):
+        raise UsageError(f"preset {preset} {too_large}; use tiny or bench")
+
+
 @model_app.command("info")
 @run_cli("model info")
 def info_cmd(
@@ -113,14 +123,7 @@ def init_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Write an UNTRAINED random-weight checkpoint (Hugging Face format, V4 tokenizer)."""
-    from model.presets import PRESETS
-
-    if preset not in PRESETS:
-        raise UsageError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
-    if preset in ("v4-flash", "v4-pro"):
-        raise UsageError(
-            f"preset {preset} has hundreds of billions of parameters; use tiny or bench"
-        )
+    _check_random_preset(preset, "has hundreds of billions of parameters")
     _need_torch()
     from model.init import InitError, init_checkpoint
 
@@ -175,14 +178,8 @@ def bench_cmd(
         raise UsageError(f"--context must be comma-separated integers, got {context!r}") from None
     if not lengths or min(lengths) < 1:
         raise UsageError("--context needs at least one positive length")
-    from model.presets import PRESETS
-
-    if model_path is None and preset not in PRESETS:
-        raise UsageError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
-    if model_path is None and preset in ("v4-flash", "v4-pro"):
-        raise UsageError(
-            f"preset {preset} is too large for a random-weight benchmark; use tiny or bench"
-        )
+    if model_path is None:
+        _check_random_preset(preset, "is too large for a random-weight benchmark")
     _need_torch()
     import torch
 

@@ -45,11 +45,27 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     return home
 
 
-def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    """Run git in `repo` and return stdout (raises on failure)."""
+def git(repo: Path, *args: str, env: dict[str, str] | None = None, when: int | None = None) -> str:
+    """Run git in `repo` and return stdout (raises on failure). `when` (a Unix time) dates the
+    commit it makes, so history order is testable."""
+    if when is not None:
+        stamp = f"{when} +0000"
+        base = os.environ if env is None else env
+        env = dict(base, GIT_AUTHOR_DATE=stamp, GIT_COMMITTER_DATE=stamp)
     return subprocess.run(
         ["git", *args], cwd=repo, check=True, capture_output=True, text=True, env=env
     ).stdout
+
+
+def write_files(root: Path, files: dict[str, str | bytes]) -> None:
+    """Write {relative path: text (UTF-8) or bytes} under `root`, making directories."""
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
 
 
 @pytest.fixture
@@ -60,13 +76,7 @@ def make_git_repo(tmp_path: Path):
         root = tmp_path / name
         root.mkdir()
         git(root, "init", "-q")
-        for rel, content in files.items():
-            path = root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                path.write_bytes(content)
-            else:
-                path.write_text(content, encoding="utf-8")
+        write_files(root, files)
         if commit and files:
             git(root, "add", "-A")
             git(root, "commit", "-q", "-m", "initial")

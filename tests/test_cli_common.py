@@ -3,31 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-CONTRACT_KEYS = {
-    "command",
-    "status",
-    "usage",
-    "context",
-    "provider",
-    "model",
-    "turns",
-    "elapsed_s",
-    "error",
-}
-
-
-def v4code(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.support.cli import CONTRACT_KEYS, v4code
 
 
 def test_fix_config_error_json_has_every_contract_key(tmp_path: Path) -> None:

@@ -166,18 +166,8 @@ def _lex(s: str, subs: list[str]) -> list[_Tok]:
             i = end + 1
         elif c == '"':
             i = _lex_double_quoted(s, i + 1, add, add_sub)
-        elif s.startswith("$((", i):
-            inner, i = _balanced(s, i + 3, depth=2)
-            _arithmetic(inner, add, add_sub)
-        elif s.startswith("$(", i):
-            inner, i = _balanced(s, i + 2)
-            add_sub(inner)
-        elif c == "`":
-            inner, i = _backticks(s, i + 1)
-            add_sub(inner)
-        elif c == "$":
-            add("$", dynamic=True)
-            i += 1
+        elif c in "$`":
+            i = _expansion(s, i, add, add_sub)
         elif c in "<>" and s.startswith("(", i + 1):
             flush()
             inner, i = _balanced(s, i + 2)
@@ -209,22 +199,31 @@ def _lex_double_quoted(s: str, i: int, add, add_sub) -> int:
         if c == "\\" and i + 1 < n and s[i + 1] in '$`"\\\n':
             add(s[i + 1] if s[i + 1] != "\n" else "")
             i += 2
-        elif s.startswith("$((", i):
-            inner, i = _balanced(s, i + 3, depth=2)
-            _arithmetic(inner, add, add_sub)
-        elif s.startswith("$(", i):
-            inner, i = _balanced(s, i + 2)
-            add_sub(inner)
-        elif c == "`":
-            inner, i = _backticks(s, i + 1)
-            add_sub(inner)
-        elif c == "$":
-            add("$", dynamic=True)
-            i += 1
+        elif c in "$`":
+            i = _expansion(s, i, add, add_sub)
         else:
             add(c)
             i += 1
     raise _ParseError("unterminated double quote")
+
+
+def _expansion(s: str, i: int, add, add_sub) -> int:
+    """The `$` or backtick expansion at `i`, lexed the same unquoted and inside double quotes:
+    a command substitution becomes a sub, anything else a dynamic part of the word. Returns the
+    index after it."""
+    if s.startswith("$((", i):
+        inner, i = _balanced(s, i + 3, depth=2)
+        _arithmetic(inner, add, add_sub)
+    elif s.startswith("$(", i):
+        inner, i = _balanced(s, i + 2)
+        add_sub(inner)
+    elif s[i] == "`":
+        inner, i = _backticks(s, i + 1)
+        add_sub(inner)
+    else:
+        add("$", dynamic=True)
+        i += 1
+    return i
 
 
 def _arithmetic(inner: str, add, add_sub) -> None:

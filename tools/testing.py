@@ -301,20 +301,19 @@ def run_test_command(root: Path, command: str, timeout_s: float = 600.0) -> Test
     return summary
 
 
+# The first pattern the command matches names its framework (whose output parser applies).
+_FRAMEWORKS = (
+    ("pytest", re.compile(r"\bpytest\b|py\.test")),
+    ("unittest", re.compile(r"\bunittest\b")),
+    ("go", re.compile(r"\bgo\s+test\b")),
+    ("cargo", re.compile(r"\bcargo\s+(test|nextest)\b")),
+    ("npm", re.compile(r"\b(npm|yarn|pnpm|npx|bun)\b|\bjest\b|\bnode\b")),
+    ("make", re.compile(r"\bmake\b")),
+)
+
+
 def _framework(command: str) -> str:
-    if re.search(r"\bpytest\b|py\.test", command):
-        return "pytest"
-    if re.search(r"\bunittest\b", command):
-        return "unittest"
-    if re.search(r"\bgo\s+test\b", command):
-        return "go"
-    if re.search(r"\bcargo\s+(test|nextest)\b", command):
-        return "cargo"
-    if re.search(r"\b(npm|yarn|pnpm|npx|bun)\b|\bjest\b|\bnode\b", command):
-        return "npm"
-    if re.search(r"\bmake\b", command):
-        return "make"
-    return "unknown"
+    return next((name for name, pattern in _FRAMEWORKS if pattern.search(command)), "unknown")
 
 
 @dataclass

@@ -1,20 +1,20 @@
 """Reading and writing text files the way their authors left them.
 
 `load_text` decodes a file and remembers its encoding, BOM and line-ending style, so an edit
-can write back exactly the bytes it did not mean to change. `atomic_write` replaces a file
-through a temporary file in the same directory and `os.replace`, so a crash or a full disk
-leaves either the old file or the new one, never half of each.
+can write back exactly the bytes it did not mean to change. `atomic_write` (agent.fileio,
+re-exported here) replaces a file through a temporary file in the same directory and
+`os.replace`, so a crash or a full disk leaves either the old file or the new one, never half
+of each.
 """
 
 from __future__ import annotations
 
 import codecs
 import difflib
-import os
-import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from agent.fileio import atomic_write as atomic_write  # re-exported for the tools' writers
 
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8"),
@@ -79,38 +79,6 @@ def load_text(path: Path) -> TextFile:
 def detect_newline(text: str) -> str:
     crlf = text.count("\r\n")
     return "\r\n" if crlf and crlf * 2 >= text.count("\n") else "\n"
-
-
-def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
-    """Replace `path` with `data` atomically, keeping the existing file's permission bits
-    (or `mode`, or the umask default for a new file)."""
-    if mode is None:
-        try:
-            mode = stat.S_IMODE(path.stat().st_mode)
-        except FileNotFoundError:
-            mode = 0o666 & ~_umask()
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".v4tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, path)
-    except BaseException:
-        # Also on KeyboardInterrupt: the original stays untouched and no temp file is left.
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    # os.umask can only be read by setting it; restore immediately.
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
 
 
 def unified_diff(rel: str, before: str | None, after: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -94,8 +93,10 @@ def context(
         if str(output) == "-":
             typer.echo(pack.text, nl=False)
         else:
+            from agent.fileio import atomic_write
+
             try:
-                _write_atomically(output, pack.text)
+                atomic_write(output, pack.text.encode("utf-8"))
             except OSError as exc:
                 raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
     if output_format is OutputFormat.text:
@@ -117,24 +118,6 @@ def _check_writable(output: Path) -> None:
     parent = output.parent if str(output.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"--output directory does not exist: {parent}")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file next to `path`, then rename: a failure never leaves half a file."""
-    import tempfile
-
-    parent = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _summary(pack: Any, console: Any, *, verbose: bool, output: Path | None) -> None:

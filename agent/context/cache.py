@@ -220,6 +220,21 @@ class Store:
             return []
         return rows
 
+    def _json_objects(self, table: str, keys: list[Any]) -> dict[Any, dict[str, Any]]:
+        """key -> data of the rows whose `data` column holds a JSON object; a row that does not
+        (a damaged or foreign cache) reads as missing, so the caller recomputes it."""
+        out: dict[Any, dict[str, Any]] = {}
+        for key, data in self._select(
+            f"SELECT key, data FROM {table} WHERE key IN ({{marks}})", keys
+        ):
+            try:
+                record = json.loads(data)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                out[key] = record
+        return out
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Collect the writes made inside into one transaction, committed on a normal exit
@@ -262,17 +277,7 @@ class Store:
     # -- files -------------------------------------------------------------------------------
 
     def get_files(self, keys: Iterable[bytes]) -> dict[bytes, dict[str, Any]]:
-        out: dict[bytes, dict[str, Any]] = {}
-        for key, data in self._select(
-            "SELECT key, data FROM files WHERE key IN ({marks})", list(set(keys))
-        ):
-            try:
-                record = json.loads(data)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                out[bytes(key)] = record
-        return out
+        return {bytes(k): v for k, v in self._json_objects("files", list(set(keys))).items()}
 
     def put_files(self, records: Mapping[bytes, dict[str, Any]]) -> None:
         self._write(
@@ -306,26 +311,12 @@ class Store:
     # -- history -----------------------------------------------------------------------------
 
     def get_history(self, key: str) -> dict[str, int] | None:
-        rows = self._select("SELECT key, data FROM history WHERE key IN ({marks})", [key])
-        if not rows:
-            return None
-        try:
-            data = json.loads(rows[0][1])
-        except ValueError:
-            return None
-        return data if isinstance(data, dict) else None
+        return next(iter(self._json_objects("history", [key]).values()), None)
 
     # -- plans -------------------------------------------------------------------------------
 
     def get_plan(self, key: bytes) -> dict[str, Any] | None:
-        rows = self._select("SELECT key, data FROM plans WHERE key IN ({marks})", [key])
-        if not rows:
-            return None
-        try:
-            data = json.loads(rows[0][1])
-        except ValueError:
-            return None
-        return data if isinstance(data, dict) else None
+        return next(iter(self._json_objects("plans", [key]).values()), None)
 
     def put_plan(self, key: bytes, plan: Mapping[str, Any]) -> None:
         if self._db is None:

@@ -179,45 +179,28 @@ _DOC_QUOTES = re.compile(r"""([rRuUbBfF]{0,2})(\"\"\"|'''|"|')""")
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 
 
+# language -> (its tree-sitter grammar package, the function there that returns the grammar)
+_GRAMMARS = {
+    "python": ("tree_sitter_python", "language"),
+    "javascript": ("tree_sitter_javascript", "language"),
+    "typescript": ("tree_sitter_typescript", "language_typescript"),
+    "tsx": ("tree_sitter_typescript", "language_tsx"),
+    "go": ("tree_sitter_go", "language"),
+    "rust": ("tree_sitter_rust", "language"),
+    "java": ("tree_sitter_java", "language"),
+    "c": ("tree_sitter_c", "language"),
+    "cpp": ("tree_sitter_cpp", "language"),
+}
+
+
 @cache
 def _language(name: str) -> Any:
+    import importlib
+
     import tree_sitter
 
-    if name == "python":
-        import tree_sitter_python as mod
-
-        capsule = mod.language()
-    elif name == "javascript":
-        import tree_sitter_javascript as mod
-
-        capsule = mod.language()
-    elif name in ("typescript", "tsx"):
-        import tree_sitter_typescript as mod
-
-        capsule = mod.language_typescript() if name == "typescript" else mod.language_tsx()
-    elif name == "go":
-        import tree_sitter_go as mod
-
-        capsule = mod.language()
-    elif name == "rust":
-        import tree_sitter_rust as mod
-
-        capsule = mod.language()
-    elif name == "java":
-        import tree_sitter_java as mod
-
-        capsule = mod.language()
-    elif name == "c":
-        import tree_sitter_c as mod
-
-        capsule = mod.language()
-    elif name == "cpp":
-        import tree_sitter_cpp as mod
-
-        capsule = mod.language()
-    else:
-        raise KeyError(name)
-    return tree_sitter.Language(capsule)
+    package, function = _GRAMMARS[name]
+    return tree_sitter.Language(getattr(importlib.import_module(package), function)())
 
 
 _local = threading.local()
@@ -442,23 +425,23 @@ class _Builder:
             head += " "
         return head + quotes
 
-    def python_function(self, node: Any, body: Any) -> list[str]:
+    def python_head(self, node: Any, body: Any) -> tuple[list[str], str, Any]:
+        """A def's or class's header line(s) and docstring summary; the body's indent; the
+        docstring node (None when there is none, or the body shares the header's line)."""
         header = self.text(node.start_byte, body.start_byte).rstrip()
         indent = self.body_indent(node, body)
         lines = [self.lead(node) + header]
         doc = self.docstring(body) if body.start_point.row > node.start_point.row else None
         if doc is not None:
             lines.append(indent + self.summary(doc))
-        lines.append(indent + "...")
-        return lines
+        return lines, indent, doc
+
+    def python_function(self, node: Any, body: Any) -> list[str]:
+        lines, indent, _ = self.python_head(node, body)
+        return [*lines, indent + "..."]
 
     def python_class(self, node: Any, body: Any) -> list[str]:
-        header = self.text(node.start_byte, body.start_byte).rstrip()
-        indent = self.body_indent(node, body)
-        lines = [self.lead(node) + header]
-        doc = self.docstring(body) if body.start_point.row > node.start_point.row else None
-        if doc is not None:
-            lines.append(indent + self.summary(doc))
+        lines, indent, doc = self.python_head(node, body)
         if body.start_point.row == node.start_point.row:
             members: list[str] = []
         else:

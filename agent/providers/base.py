@@ -45,6 +45,14 @@ COMPLETE_OPTIONS = frozenset(
 )
 
 
+def check_options(options: dict[str, Any], known: frozenset[str] = COMPLETE_OPTIONS) -> None:
+    """`complete(**options)` accepts only the documented options: a typo is a TypeError, never
+    a silently ignored setting."""
+    unknown = set(options) - known
+    if unknown:
+        raise TypeError(f"unknown provider option(s): {sorted(unknown)}; known: {sorted(known)}")
+
+
 class AuthError(ProviderError):
     """The server rejected the key (or none was sent). Never retried."""
 

@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 from array import array
 from collections.abc import Iterator, Sequence
@@ -32,9 +31,14 @@ from typing import Any
 
 import torch
 
+from agent.fileio import TEMP_SUFFIX, atomic_write
+
 FORMAT = "v4code-kv/1"
 BLOB_BYTES = 1 << 20  # target blob size: big enough for few files, small enough to share
 DEFAULT_MAX_BYTES = 8 << 30
+# The states encode the user's code: files for the user alone. Written without fsync
+# (durable=False): every manifest and blob is checksummed on load, a torn one is ignored.
+PRIVATE = 0o600
 
 _DTYPES = {
     str(d): d
@@ -203,7 +207,7 @@ class KVStore:
                 "scalars": scalars,
             }
             manifest = dict(body, checksum=_digest(_canonical(body)))
-            _atomic_write(path, json.dumps(manifest).encode())
+            atomic_write(path, json.dumps(manifest).encode(), mode=PRIVATE, durable=False)
             _touch(path)
             self.evict()
         except OSError as exc:
@@ -223,7 +227,7 @@ class KVStore:
             name = _digest(chunk)
             target = self.blobs / name[:2] / name
             if not target.exists():
-                _atomic_write(target, chunk)
+                atomic_write(target, chunk, mode=PRIVATE, durable=False)
             blobs.append(name)
         return {"dtype": str(t.dtype), "shape": list(t.shape), "blobs": blobs}
 
@@ -266,7 +270,7 @@ class KVStore:
     def _files(root: Path) -> list[Path]:
         if not root.exists():
             return []
-        return [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".tmp")]
+        return [p for p in root.rglob("*") if p.is_file() and not p.name.endswith(TEMP_SUFFIX)]
 
 
 def _byte_view(t: torch.Tensor) -> memoryview:
@@ -304,16 +308,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def _atomic_write(path: Path, data: bytes | memoryview) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

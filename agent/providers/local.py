@@ -35,27 +35,14 @@ from typing import Any
 import torch
 
 from agent.errors import ConfigError, ProviderError
+from agent.providers import base
 from agent.providers import v4_format as fmt
-from agent.providers.base import ContextLengthExceeded, Reply, StreamSink, Usage
+from agent.providers.base import ContextLengthExceeded, Reply, StreamSink, Usage, check_options
 from agent.providers.dsml import BLOCK_CLOSE, BLOCK_OPEN, MASK, mask_literal, parse_completion
 from agent.providers.kvstore import DEFAULT_MAX_BYTES, KVStore
 from agent.providers.sampling import LogitsProcessor, Sampler, SamplingParams, in_dsml_syntax
 
-COMPLETE_OPTIONS = frozenset(
-    {
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "min_p",
-        "stop",
-        "seed",
-        "response_format",
-        "thinking",
-        "reasoning_effort",
-        "extra_body",
-        "stream",
-    }
-)
+COMPLETE_OPTIONS = base.COMPLETE_OPTIONS | {"min_p"}  # the engine samples with min_p too
 DEFAULT_MAX_OUTPUT = 4096
 PREFILL_CHUNK = 2048
 MIN_STORED_PREFIX = 1024  # shorter prefixes prefill faster than a disk round trip pays off
@@ -209,9 +196,7 @@ class LocalProvider:
         stream_to: StreamSink | None = None,
         **options: Any,
     ) -> Reply:
-        unknown = set(options) - COMPLETE_OPTIONS
-        if unknown:
-            raise TypeError(f"unknown option(s) for complete(): {', '.join(sorted(unknown))}")
+        check_options(options, COMPLETE_OPTIONS)
         thinking = self.thinking if options.get("thinking") is None else bool(options["thinking"])
         effort = (
             _effort(options.get("reasoning_effort"))

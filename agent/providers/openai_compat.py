@@ -38,7 +38,6 @@ from agent import __version__
 from agent.config import Prices, Secret, Settings
 from agent.errors import ConfigError, ProviderError
 from agent.providers.base import (
-    COMPLETE_OPTIONS,
     AuthError,
     BadRequest,
     ContextLengthExceeded,
@@ -49,6 +48,7 @@ from agent.providers.base import (
     StreamSink,
     ToolCall,
     Usage,
+    check_options,
 )
 
 log = logging.getLogger("v4code.providers")
@@ -358,11 +358,7 @@ class OpenAICompatProvider:
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], **options: Any
     ) -> dict[str, Any]:
         """The JSON request body (public so tests and the benchmark can inspect it)."""
-        unknown = set(options) - COMPLETE_OPTIONS
-        if unknown:
-            raise TypeError(
-                f"unknown provider option(s): {sorted(unknown)}; known: {sorted(COMPLETE_OPTIONS)}"
-            )
+        check_options(options)
         stream = options.get("stream")
         stream = self.stream if stream is None else bool(stream)
         body: dict[str, Any] = {

@@ -1,21 +1,20 @@
-"""Fixtures for the agent tests: real repositories built from the Python standard library, and a
-runner for the real `v4code` CLI in a subprocess."""
+"""Fixtures for the agent tests: real repositories built from the Python standard library, the
+planted bug and its fix, and the flags that point the CLI at a ScriptedServer (the CLI runner
+itself is tests/support/cli.py)."""
 
 from __future__ import annotations
 
-import json
-import os
+import shlex
 import stat
-import subprocess
 import sys
 import sysconfig
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import git
+from tests.support.scripted_server import call
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
@@ -23,6 +22,17 @@ STDLIB = Path(sysconfig.get_paths()["stdlib"])
 # planted bug flips one sign in hls_to_rgb; the real test suite catches it.
 BUG_LINE = "        m2 = l * (1.0+s)\n"
 PLANTED = "        m2 = l * (1.0-s)\n"
+FIXED = BUG_LINE  # what a fix puts back
+FIX_CALL = call(
+    "edit_file",
+    {"path": "colorconv.py", "old_string": PLANTED.strip(), "new_string": FIXED.strip()},
+)
+READ = call("read_file", {"path": "README.md"})
+
+OPENAI = ["--provider", "openai", "--model", "deepseek-v4-flash"]  # what a ScriptedServer serves
+PY = shlex.quote(sys.executable)
+UNITTEST = f"{PY} -m unittest test_colorconv"  # the colorconv tests; starts faster than pytest
+TEST_CMD = ["--test-cmd", UNITTEST]
 
 
 def stdlib_source(rel: str) -> str:
@@ -49,55 +59,6 @@ def colorconv_repo(make_git_repo) -> Path:
         }
     )
     return root
-
-
-@dataclass
-class CliRun:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> dict[str, Any]:
-        return json.loads(self.stdout)
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
-
-
-def cli_command() -> list[str]:
-    script = Path(sys.executable).with_name("v4code")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "agent.cli"]
-
-
-def cli_env(server: Any | None = None, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)  # already isolated by the autouse fixture (XDG dirs, no keys)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    if server is not None:
-        env.update(server.env())
-    env.update(extra)
-    return env
-
-
-def v4code(
-    *args: str,
-    cwd: Path,
-    server: Any | None = None,
-    stdin: str | None = None,
-    timeout: float = 120,
-    **env: str,
-) -> CliRun:
-    """Run the real CLI against `server` (a ScriptedServer) and capture everything."""
-    proc = subprocess.run(
-        [*cli_command(), *args],
-        cwd=cwd,
-        env=cli_env(server, **env),
-        input=stdin,
-        stdin=subprocess.DEVNULL if stdin is None else None,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    return CliRun(proc.returncode, proc.stdout, proc.stderr)
 
 
 def tree_state(root: Path) -> dict[str, bytes]:

@@ -6,33 +6,26 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 from agent.transcript import read_transcript
 from tests.agent.conftest import (
+    FIX_CALL,
+    FIXED,
+    OPENAI,
     PLANTED,
+    TEST_CMD,
     assert_append_only,
-    cli_command,
-    cli_env,
     git_state,
     tree_state,
-    v4code,
 )
 from tests.conftest import git
+from tests.support.cli import CONTRACT_KEYS, cli_command, cli_env, v4code
 from tests.support.scripted_server import Fault, Scenario, ScriptedServer, Turn, call
 
-FIXED = PLANTED.replace("(1.0-s)", "(1.0+s)")
 PLAN = "The HLS conversion is wrong for l <= 0.5: m2 should be l * (1.0+s), not l * (1.0-s).\nI will fix that line."
-FIX_CALL = call(
-    "edit_file",
-    {"path": "colorconv.py", "old_string": PLANTED.strip(), "new_string": FIXED.strip()},
-)
-OPENAI = ["--provider", "openai", "--model", "deepseek-v4-flash"]
-# Scenario 2 finds the test command itself (pytest); the others name one that starts faster.
-FAST_TESTS = ["--test-cmd", f"{shlex.quote(sys.executable)} -m unittest test_colorconv"]
+# Scenario 2 finds the test command itself (pytest); the others pass TEST_CMD (faster to start).
 
 
 def _no_key_anywhere(srv: ScriptedServer, run, result: dict) -> None:
@@ -80,18 +73,7 @@ def test_1_ask_answers_with_checked_citations_and_changes_nothing(colorconv_repo
         ]  # read-only tools only
         assert_append_only(srv.requests)
     result = run.json()
-    assert set(result) >= {
-        "command",
-        "status",
-        "answer",
-        "usage",
-        "context",
-        "provider",
-        "model",
-        "turns",
-        "elapsed_s",
-        "error",
-    }
+    assert set(result) >= CONTRACT_KEYS | {"answer"}
     assert (result["command"], result["status"], result["error"]) == ("ask", "ok", None)
     assert result["answer"] == answer and result["turns"] == 3
     assert result["provider"] == "openai" and result["model"] == "deepseek-v4-flash"
@@ -230,7 +212,7 @@ def test_3_the_models_usual_mistakes_become_observations(colorconv_repo: Path, t
         run = v4code(
             "fix",
             *OPENAI,
-            *FAST_TESTS,
+            *TEST_CMD,
             "--yes",
             "--output-format",
             "json",
@@ -290,7 +272,7 @@ def test_4_a_model_that_never_fixes_it_exits_3_and_undo_restores_its_last_attemp
         run = v4code(
             "fix",
             *OPENAI,
-            *FAST_TESTS,
+            *TEST_CMD,
             "--max-iterations",
             "2",
             "--output-format",
@@ -321,7 +303,7 @@ def test_4_a_model_that_never_fixes_it_exits_3_and_undo_restores_its_last_attemp
         run = v4code(
             "fix",
             *OPENAI,
-            *FAST_TESTS,
+            *TEST_CMD,
             "--max-cost",
             "0.2",
             "--output-format",
@@ -339,7 +321,7 @@ def test_4_a_model_that_never_fixes_it_exits_3_and_undo_restores_its_last_attemp
         run = v4code(
             "fix",
             *OPENAI,
-            *FAST_TESTS,
+            *TEST_CMD,
             "--max-cost",
             "0.000001",
             "--output-format",
@@ -362,7 +344,7 @@ def test_5_provider_faults_mid_run_do_not_lose_the_run(colorconv_repo: Path):
     )
     with ScriptedServer(scenario) as srv:
         run = v4code(
-            "fix", *OPENAI, *FAST_TESTS, "--output-format", "json", cwd=colorconv_repo, server=srv
+            "fix", *OPENAI, *TEST_CMD, "--output-format", "json", cwd=colorconv_repo, server=srv
         )
         assert run.returncode == 0, run.stderr
         srv.assert_done()
@@ -410,7 +392,7 @@ def test_5_provider_faults_mid_run_do_not_lose_the_run(colorconv_repo: Path):
         run = v4code(
             "fix",
             *OPENAI,
-            *FAST_TESTS,
+            *TEST_CMD,
             "--output-format",
             "json",
             cwd=colorconv_repo,

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from agent.transcript import read_transcript
-from tests.agent.conftest import PLANTED, cli_command, cli_env, tree_state, v4code
+from tests.agent.conftest import OPENAI, PLANTED, TEST_CMD, tree_state
+from tests.support.cli import start_v4code, v4code
 from tests.support.scripted_server import Fault, Scenario, ScriptedServer, Turn, call
-
-OPENAI = ["--provider", "openai", "--model", "deepseek-v4-flash"]
-UNITTEST = f"{shlex.quote(sys.executable)} -m unittest test_colorconv"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -36,14 +31,8 @@ def test_ctrl_c_mid_run_exits_130_and_the_run_stays_undoable(colorconv_repo: Pat
         [Turn.tool_calls([attempt], text="plan"), Fault.slow_first_byte(60, Turn.text("too late"))]
     )
     with ScriptedServer(scenario) as srv:
-        proc = subprocess.Popen(
-            [*cli_command(), "fix", *OPENAI, "--test-cmd", UNITTEST, "--output-format", "jsonl"],
-            cwd=colorconv_repo,
-            env=cli_env(srv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        proc = start_v4code(
+            "fix", *OPENAI, *TEST_CMD, "--output-format", "jsonl", cwd=colorconv_repo, server=srv
         )
         events = []
         for line in proc.stdout:  # the tests ran after the edit: the next model call is in flight
@@ -106,14 +95,8 @@ def test_a_silent_open_stdin_does_not_hang(colorconv_repo: Path):
     read_end, write_end = os.pipe()  # open, never written, never closed (as on some CI runners)
     try:
         with ScriptedServer(Scenario([Turn.text("Fine.")])) as srv:
-            proc = subprocess.Popen(
-                [*cli_command(), "ask", "Anything?", *OPENAI],
-                cwd=colorconv_repo,
-                env=cli_env(srv),
-                stdin=read_end,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
+            proc = start_v4code(
+                "ask", "Anything?", *OPENAI, cwd=colorconv_repo, server=srv, stdin=read_end
             )
             out, err = proc.communicate(timeout=60)
     finally:

@@ -11,24 +11,15 @@ import re
 import select
 import shlex
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.agent.conftest import PLANTED, cli_command, cli_env, tree_state, v4code
+from tests.agent.conftest import FIX_CALL, OPENAI, PY, READ, TEST_CMD, tree_state
+from tests.support.cli import cli_command, cli_env, v4code
 from tests.support.scripted_server import Fault, Scenario, ScriptedServer, Turn, call
 
-OPENAI = ["--provider", "openai", "--model", "deepseek-v4-flash"]
-PY = shlex.quote(sys.executable)
-UNITTEST = ["--test-cmd", f"{PY} -m unittest test_colorconv"]
-FIXED = PLANTED.replace("(1.0-s)", "(1.0+s)")
-FIX_CALL = call(
-    "edit_file",
-    {"path": "colorconv.py", "old_string": PLANTED.strip(), "new_string": FIXED.strip()},
-)
-READ = call("read_file", {"path": "README.md"})
 # A cold 1M-token prompt: ~$0.14 at the default V4-Flash prices.
 EXPENSIVE = {"prompt_tokens": 1_000_000, "cached_tokens": 0, "completion_tokens": 10}
 
@@ -101,7 +92,7 @@ def test_every_limit_has_its_exit_code(
     before = tree_state(colorconv_repo)
     args = [command] + (["What is this?"] if command == "ask" else [])
     if command == "fix" and "--test-cmd" not in options:
-        args += UNITTEST
+        args += TEST_CMD
     started = time.monotonic()
     with ScriptedServer(Scenario(list(steps))) as srv:
         run = v4code(
@@ -127,7 +118,7 @@ def test_the_jsonl_result_is_the_json_object_even_with_a_long_patch(colorconv_re
         run = v4code(
             "fix",
             *OPENAI,
-            *UNITTEST,
+            *TEST_CMD,
             "--patch",
             str(patch_file),
             "--output-format",
@@ -160,7 +151,7 @@ def test_options_and_stdin_reach_the_run(colorconv_repo):
             "my-served-model",
             "--budget",
             "60000",
-            *UNITTEST,
+            *TEST_CMD,
             "--output-format",
             "json",
             cwd=colorconv_repo,
@@ -183,7 +174,7 @@ def test_commands_need_yes_without_a_terminal(colorconv_repo):
     ]
     with ScriptedServer(Scenario(steps)) as srv:
         run = v4code(
-            "fix", *OPENAI, *UNITTEST, "--output-format", "json", cwd=colorconv_repo, server=srv
+            "fix", *OPENAI, *TEST_CMD, "--output-format", "json", cwd=colorconv_repo, server=srv
         )
         srv.assert_done()
         refusal = srv.requests[1].messages[-1]["content"]

@@ -16,17 +16,17 @@ from agent.fix import run_fix
 from agent.loop import Limits, RunSetup
 from agent.transcript import read_transcript
 from agent.undo import undo_last
-from tests.agent.conftest import PLANTED, assert_append_only, tree_state
+from tests.agent.conftest import (
+    FIX_CALL,
+    FIXED,
+    PLANTED,
+    READ,
+    UNITTEST,
+    assert_append_only,
+    tree_state,
+)
 from tests.conftest import git
 from tests.support.scripted_server import Fault, Scenario, ScriptedServer, Turn, call
-
-UNITTEST = f"{shlex.quote(sys.executable)} -m unittest test_colorconv"
-FIXED = PLANTED.replace("(1.0-s)", "(1.0+s)")
-FIX_CALL = call(
-    "edit_file",
-    {"path": "colorconv.py", "old_string": PLANTED.strip(), "new_string": FIXED.strip()},
-)
-READ = call("read_file", {"path": "README.md"})
 
 
 @pytest.fixture

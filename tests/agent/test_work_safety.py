@@ -9,8 +9,6 @@ import json
 import os
 import shlex
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,26 +17,20 @@ import pytest
 from agent.transcript import read_transcript
 from tests.agent.conftest import (
     BUG_LINE,
+    FIX_CALL,
+    FIXED,
+    OPENAI,
     PLANTED,
-    cli_command,
-    cli_env,
+    PY,
+    TEST_CMD,
     git_state,
     modes,
     stdlib_source,
     tree_state,
-    v4code,
 )
 from tests.conftest import git
+from tests.support.cli import start_v4code, v4code
 from tests.support.scripted_server import Fault, Scenario, ScriptedServer, Turn, call
-
-OPENAI = ["--provider", "openai", "--model", "deepseek-v4-flash"]
-PY = shlex.quote(sys.executable)
-UNITTEST = ["--test-cmd", f"{PY} -m unittest test_colorconv"]
-FIXED = PLANTED.replace("(1.0-s)", "(1.0+s)")
-FIX_CALL = call(
-    "edit_file",
-    {"path": "colorconv.py", "old_string": PLANTED.strip(), "new_string": FIXED.strip()},
-)
 
 
 def test_dirty_index_and_edits_in_the_fixed_file_survive_fix_undo_fix_undo(colorconv_repo: Path):
@@ -58,7 +50,7 @@ def test_dirty_index_and_edits_in_the_fixed_file_survive_fix_undo_fix_undo(color
         with ScriptedServer(
             Scenario([Turn.text("Flip the sign."), Turn.tool_calls([FIX_CALL])])
         ) as srv:
-            run = v4code("fix", *OPENAI, *UNITTEST, "--output-format", "json", cwd=root, server=srv)
+            run = v4code("fix", *OPENAI, *TEST_CMD, "--output-format", "json", cwd=root, server=srv)
             srv.assert_done()
         assert run.returncode == 0, (round_, run.stderr)
         result = run.json()
@@ -133,7 +125,7 @@ def test_commands_that_delete_rename_chmod_and_rewrite_binaries_in_a_subdirector
         run = v4code(
             "fix",
             *OPENAI,
-            *UNITTEST,
+            *TEST_CMD,
             "--yes",
             "--patch",
             str(patch_file),
@@ -199,14 +191,14 @@ def test_a_repository_without_commits(make_git_repo):
     files_before, status_before = tree_state(root), git(root, "status", "--porcelain")
 
     with ScriptedServer(Scenario([Turn.text("never requested")])) as srv:
-        run = v4code("fix", *OPENAI, *UNITTEST, "--commit", cwd=root, server=srv)
+        run = v4code("fix", *OPENAI, *TEST_CMD, "--commit", cwd=root, server=srv)
         assert srv.steps_used == 0  # refused before the tests or the model ran
     assert run.returncode == 2 and "no commits yet" in run.stderr
 
     with ScriptedServer(
         Scenario([Turn.text("Flip the sign."), Turn.tool_calls([FIX_CALL])])
     ) as srv:
-        run = v4code("fix", *OPENAI, *UNITTEST, "--output-format", "json", cwd=root, server=srv)
+        run = v4code("fix", *OPENAI, *TEST_CMD, "--output-format", "json", cwd=root, server=srv)
     assert run.returncode == 0, run.stderr
     assert run.json()["snapshot_ref"], "the snapshot works without a HEAD"
     assert v4code("undo", cwd=root).returncode == 0
@@ -279,14 +271,14 @@ def test_ctrl_c_while_a_large_edit_is_written_leaves_whole_files_and_an_undoable
         ]
     )
     with ScriptedServer(scenario) as srv:
-        proc = subprocess.Popen(
-            [*cli_command(), "fix", *OPENAI, *UNITTEST, "--output-format", "jsonl"],
+        proc = start_v4code(
+            "fix",
+            *OPENAI,
+            *TEST_CMD,
+            "--output-format",
+            "jsonl",
             cwd=root,
-            env=cli_env(srv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            server=srv,
             start_new_session=True,  # its own process group, as a terminal's foreground job
         )
         lines = []
@@ -325,14 +317,15 @@ def test_ctrl_c_during_a_command_that_changed_files_keeps_the_run_undoable(color
     )
     slow = call("run_command", {"command": f"{PY} -c {shlex.quote(script)}"})
     with ScriptedServer(Scenario([Turn.tool_calls([slow], text="plan")])) as srv:
-        proc = subprocess.Popen(
-            [*cli_command(), "fix", *OPENAI, *UNITTEST, "--yes", "--output-format", "json"],
+        proc = start_v4code(
+            "fix",
+            *OPENAI,
+            *TEST_CMD,
+            "--yes",
+            "--output-format",
+            "json",
             cwd=root,
-            env=cli_env(srv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            server=srv,
             start_new_session=True,
         )
         deadline = time.monotonic() + 60
@@ -357,15 +350,19 @@ def test_ctrl_c_after_the_run_ended_still_gives_one_whole_result(colorconv_repo:
     make = call("run_command", {"command": f"{PY} -c {shlex.quote(script)}"})
     patch_file = tmp_path / "fix.patch"
     with ScriptedServer(Scenario([Turn.tool_calls([make], text="plan")])) as srv:
-        proc = subprocess.Popen(
-            [*cli_command(), "fix", *OPENAI, *UNITTEST, "--yes", "--max-iterations", "1"]
-            + ["--patch", str(patch_file), "--output-format", "jsonl"],
+        proc = start_v4code(
+            "fix",
+            *OPENAI,
+            *TEST_CMD,
+            "--yes",
+            "--max-iterations",
+            "1",
+            "--patch",
+            str(patch_file),
+            "--output-format",
+            "jsonl",
             cwd=colorconv_repo,
-            env=cli_env(srv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            server=srv,
         )
         lines = []
         for line in proc.stdout:

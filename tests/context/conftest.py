@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sysconfig
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import git, write_files
+
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
-
-
-def git(repo: Path, *args: str, when: int | None = None) -> str:
-    env = dict(os.environ)
-    if when is not None:  # fixed dates make history order testable
-        stamp = f"{when} +0000"
-        env.update(GIT_AUTHOR_DATE=stamp, GIT_COMMITTER_DATE=stamp)
-    return subprocess.run(
-        ["git", *args], cwd=repo, check=True, capture_output=True, text=True, env=env
-    ).stdout
 
 
 def stdlib_files(*packages: str) -> list[Path]:
@@ -34,6 +24,19 @@ def stdlib_files(*packages: str) -> list[Path]:
         elif base.with_suffix(".py").is_file():
             out.append(base.with_suffix(".py"))
     return out
+
+
+def stdlib_sources() -> Iterator[tuple[Path, str]]:
+    """(path, text) of every .py file of the standard library that reads as UTF-8, its test
+    suite included, site-packages not."""
+    for path in sorted(STDLIB.rglob("*.py")):
+        if "site-packages" in path.parts:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        yield path, text
 
 
 @pytest.fixture
@@ -74,13 +77,7 @@ def write_tree(tmp_path: Path) -> Callable[..., Path]:
         root.mkdir()
         if git_init:
             git(root, "init", "-q")
-        for rel, content in files.items():
-            path = root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                path.write_bytes(content)
-            else:
-                path.write_text(content, encoding="utf-8")
+        write_files(root, files)
         if git_init and commit:
             git(root, "add", "-A")
             git(root, "commit", "-q", "-m", "initial", when=1_600_000_000)

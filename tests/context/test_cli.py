@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from agent.tokenizer import get_tokenizer
+from tests.support import cli
 
 MODES = {"full", "skeleton", "listed"}
 TIERS = {"source", "tests", "config", "docs", "data"}
 
 
-def v4code(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent.cli", "context", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=180,
-    )
+def v4code(*args: str, cwd: Path | None = None) -> cli.CliRun:
+    """`v4code context ARGS`: the one command of this file."""
+    return cli.v4code("context", *args, cwd=cwd, timeout=180)
 
 
 def test_json_manifest_schema(stdlib_repo, tmp_path: Path):

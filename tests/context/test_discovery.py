@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.context import RepoFiles
-from tests.context.conftest import git
+from tests.conftest import git
 
 TREE = {
     ".gitignore": "*.log\nsecret_dir/\n",

@@ -9,8 +9,6 @@ import json
 import os
 import random
 import string
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,8 @@ import pytest
 from agent.context import RepoFiles, pack_repository
 from agent.context import discovery as discovery_module
 from agent.errors import UsageError
-from tests.context.conftest import git
+from tests.conftest import git
+from tests.support.cli import v4code
 
 # A .gitignore set full of traps: negation (also of a file inside an excluded directory, which
 # git cannot re-include), anchoring, `**`, directory-only patterns, escapes, character classes,
@@ -179,19 +178,8 @@ def test_secrets_in_file_and_directory_names_never_appear(write_tree, tmp_path: 
     assert repo.paths() == ["src/app.py", "tests/test_sha256_0123456789abcdef.py"]
     assert repo.is_ignored(f"notes/{token}.txt") and repo.is_ignored(f"{akia}/readme.md")
     assert repo.is_ignored(f"models/{hf}.txt")
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "context", "--repo", str(root), "--output", "-"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    as_json = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "context", "--repo", str(root)]
-        + ["--output-format", "json", "--verbose"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = v4code("context", "--repo", str(root), "--output", "-")
+    as_json = v4code("context", "--repo", str(root), "--output-format", "json", "--verbose")
     assert proc.returncode == as_json.returncode == 0, proc.stderr + as_json.stderr
     for blob in (proc.stdout, proc.stderr, as_json.stdout, as_json.stderr):
         assert token not in blob and akia not in blob and hf not in blob

@@ -18,7 +18,7 @@ from agent.context.cache import Store, default_path
 from agent.context.render import render_file
 from agent.errors import UsageError
 from agent.tokenizer import get_tokenizer, tokenizer_json_path
-from tests.context.conftest import git
+from tests.conftest import git
 
 PACKAGES = ("json", "email", "http", "urllib", "logging", "concurrent")
 _SKELETON_BLOCK = re.compile(

@@ -7,8 +7,6 @@ import json
 import random
 import re
 import string
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,8 @@ import pytest
 from agent.context import pack_repository, scan_secrets
 from agent.context import secrets as secrets_module
 from agent.context.rules import secret_name_rule
-from tests.context.conftest import STDLIB
+from tests.context.conftest import STDLIB, stdlib_sources
+from tests.support.cli import v4code
 
 _rng = random.Random(1234)
 
@@ -102,13 +101,7 @@ def test_no_false_positives_on_the_standard_library():
     """Precision on ordinary code: the stdlib (with its test suite and fake keys) has no live
     credentials; every file flagged here would be a false positive. Budget: a handful."""
     flagged = []
-    for path in sorted(STDLIB.rglob("*.py")):
-        if "site-packages" in path.parts:
-            continue
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue
+    for path, text in stdlib_sources():
         rule = scan_secrets(text)
         if rule:
             flagged.append((str(path.relative_to(STDLIB)), rule))
@@ -134,23 +127,15 @@ def test_planted_secrets_never_reach_any_output(write_tree, tmp_path: Path):
     out_file = tmp_path / "pack.xml"
     runs = []
     for fmt in ("json", "text"):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "agent.cli",
-                "context",
-                "--repo",
-                str(root),
-                "--output",
-                str(out_file),
-                "--output-format",
-                fmt,
-                "--verbose",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
+        proc = v4code(
+            "context",
+            "--repo",
+            str(root),
+            "--output",
+            str(out_file),
+            "--output-format",
+            fmt,
+            "--verbose",
         )
         assert proc.returncode == 0, proc.stderr
         runs.append(proc.stdout + proc.stderr + out_file.read_text(encoding="utf-8"))

@@ -8,7 +8,7 @@ import pytest
 
 from agent.context import skeleton as sk
 from agent.context.rank import centrality
-from tests.context.conftest import STDLIB, stdlib_files
+from tests.context.conftest import STDLIB, stdlib_files, stdlib_sources
 
 SAMPLES = {
     "javascript": (
@@ -244,13 +244,7 @@ def test_python_skeletons_of_real_code_parse(request):
 @pytest.mark.slow
 def test_python_skeletons_of_the_whole_stdlib_parse():
     bad = []
-    for path in sorted(STDLIB.rglob("*.py")):
-        if "site-packages" in path.parts:
-            continue
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue
+    for path, text in stdlib_sources():
         skeleton = sk.skeleton_of("python", text)
         try:
             ast.parse(skeleton or "")

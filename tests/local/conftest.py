@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.cli import v4code
+from tests.support.threads import torch_threads
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -39,34 +38,19 @@ def golden(name: str) -> tuple[dict, str]:
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """Single-threaded torch: on busy shared cores OpenMP hand-offs make the tiny model's small
-    ops an order of magnitude slower."""
-    if importlib.util.find_spec("torch") is None:
+    with torch_threads(1):
         yield
-        return
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
 def tiny_engine():
     """The tiny random V4 (real vocabulary, window 128, ratios 4/128, all three layer kinds)."""
     pytest.importorskip("torch")
-    import torch
-
     from model import build_engine
     from model.presets import preset
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return build_engine(preset("tiny"), device="cpu", seed=0)
-    finally:
-        torch.set_num_threads(previous)
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,13 +60,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny random checkpoint written by `v4code model init` (once per session)."""
     path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "model", "init", str(path), "--preset", "tiny"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    proc = v4code(
+        "model", "init", str(path), "--preset", "tiny", cwd=ROOT, timeout=300, OMP_NUM_THREADS="1"
     )
     if proc.returncode != 0:
         pytest.fail(f"v4code model init failed ({proc.returncode}): {proc.stderr[-2000:]}")

@@ -10,8 +10,6 @@ carry the provider's per-turn statistics, which the assertions read."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 
 from agent.providers import v4_format as fmt
 from tests.local.forcing import script_ids
+from tests.support.cli import v4code
 
 pytest.importorskip("torch")
 
@@ -62,26 +61,22 @@ def calc_repo(make_git_repo) -> Path:
 def run(
     args: list[str], tmp_path: Path, scripts: list[str] | None, stdin: str | None = None, **env: str
 ) -> tuple[int, list[dict], str]:
-    full_env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **env)
+    env = dict(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **env)
     if scripts is not None:
         script = tmp_path / f"script{len(list(tmp_path.glob('script*')))}.json"
         script.write_text(json.dumps(scripts), encoding="utf-8")
-        full_env.update(
+        env.update(
             V4CODE_LOCAL_LOGITS_PROCESSOR="tests.local.forcing:from_env",
             V4CODE_TEST_FORCE_SCRIPT=str(script),
             V4CODE_TEST_FORCE_LOG=str(tmp_path / "forced.log"),
         )
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args, "--output-format", "jsonl"],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **({"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}),
-    )
-    events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    return proc.returncode, events, proc.stderr
+    proc = v4code(*args, "--output-format", "jsonl", cwd=ROOT, stdin=stdin, timeout=600, **env)
+    return proc.returncode, proc.events(), proc.stderr
+
+
+def on_local(repo: Path, checkpoint: Path) -> list[str]:
+    """The flags that run a command on `repo` with the local provider and `checkpoint`."""
+    return ["--repo", str(repo), "--provider", "local", "--model-path", str(checkpoint)]
 
 
 def of(events: list[dict], kind: str) -> list[dict]:
@@ -93,12 +88,7 @@ def test_ask_runs_a_tool_and_answers_on_the_reused_cache(checkpoint, calc_repo, 
         [
             "ask",
             "Why does test_add fail?",
-            "--repo",
-            str(calc_repo),
-            "--provider",
-            "local",
-            "--model-path",
-            str(checkpoint),
+            *on_local(calc_repo, checkpoint),
         ],
         tmp_path,
         [READ, ANSWER],
@@ -146,12 +136,7 @@ def test_fix_edits_the_file_and_the_tests_pass(checkpoint, calc_repo, tmp_path):
     code, events, err = run(
         [
             "fix",
-            "--repo",
-            str(calc_repo),
-            "--provider",
-            "local",
-            "--model-path",
-            str(checkpoint),
+            *on_local(calc_repo, checkpoint),
             "--test-cmd",
             f"{sys.executable} test_calc.py",
         ],
@@ -186,16 +171,7 @@ def _first_prompt(turn: dict, repo: Path, tok) -> list[int]:
 
 
 def test_second_ask_reuses_the_persisted_prefix(checkpoint, calc_repo, tmp_path, tok):
-    args = [
-        "--repo",
-        str(calc_repo),
-        "--provider",
-        "local",
-        "--model-path",
-        str(checkpoint),
-        "--max-turns",
-        "1",
-    ]
+    args = [*on_local(calc_repo, checkpoint), "--max-turns", "1"]
     # the first run reviews a long pasted log (`... | v4code ask`): its prompt ends far past
     # the repository; the second asks something else
     log = "".join(
@@ -236,12 +212,7 @@ def test_unsteered_noise_ends_cleanly(checkpoint, calc_repo, tmp_path):
         [
             "ask",
             "Why does test_add fail?",
-            "--repo",
-            str(calc_repo),
-            "--provider",
-            "local",
-            "--model-path",
-            str(checkpoint),
+            *on_local(calc_repo, checkpoint),
             "--max-turns",
             "2",
         ],

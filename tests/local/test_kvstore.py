@@ -4,10 +4,12 @@ and corrupt or foreign entries detected and ignored."""
 from __future__ import annotations
 
 import json
+import stat
 
 import pytest
 import torch
 
+from agent.fileio import TEMP_SUFFIX
 from agent.providers.kvstore import BLOB_BYTES, KVStore
 
 
@@ -117,6 +119,20 @@ def test_garbage_files_do_not_break_lookup(tmp_path):
             p.write_bytes(b"\x00\xff" * 10)
     assert store.find(IDENT, ids) is None
     store.evict()  # tolerates the junk too
+
+
+def test_writes_in_flight_are_not_counted_or_evicted_and_files_are_private(tmp_path):
+    store = KVStore(tmp_path, align=128, max_bytes=1 << 20)
+    assert store.save(IDENT, list(range(128)), {"x": torch.zeros(1000)})
+    stored = store.usage_bytes()
+    # Another process between writing a blob and renaming it into place.
+    in_flight = tmp_path / "blobs" / "ab" / f".ab12.x{TEMP_SUFFIX}"
+    in_flight.parent.mkdir(parents=True, exist_ok=True)
+    in_flight.write_bytes(b"\0" * 4096)
+    store.evict()
+    assert in_flight.exists() and store.usage_bytes() == stored
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p != in_flight]
+    assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o600}
 
 
 def test_lru_eviction_keeps_the_bound(tmp_path):

@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 from agent.commands.doctor_cmd import diagnose, render_text
 from agent.paths import user_config_file
+from tests.support.cli import v4code
 from tests.support.scripted_server import ScriptedServer
-
-
-def v4code(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_fresh_machine_explains_what_to_do_exit_0(tmp_path):
@@ -44,7 +29,7 @@ def test_json_report_shows_sources_and_masked_key(tmp_path):
         "json",
         "--no-accelerators",
         cwd=tmp_path,
-        env={"DEEPSEEK_API_KEY": key},
+        DEEPSEEK_API_KEY=key,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)

@@ -3,7 +3,6 @@ shape, keys that cannot be sent as a header, base URLs that try to look trusted.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from agent.providers.base import Usage
 from agent.providers.factory import make_provider
 from agent.providers.openai_compat import OpenAICompatProvider, parse_retry_after, scrub_key
 from tests.providers.conftest import RecordingSink
+from tests.support.cli import v4code
 from tests.support.scripted_server import Fault, Scenario, ScriptedServer, Turn, call
 
 USER = [{"role": "user", "content": "Explain the repository in one line." * 20}]
@@ -213,14 +213,7 @@ def test_doctor_with_a_broken_key_exits_2_and_shows_no_key(tmp_path):
     path.write_text(
         f'[openai]\nbase_url = "http://127.0.0.1:9/v1"\napi_key = "{KEY[:8]}\\r{KEY[8:]}"\n'
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "doctor", "--ping", "--no-accelerators"],
-        cwd=tmp_path,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = v4code("doctor", "--ping", "--no-accelerators", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert KEY[8:] not in proc.stdout + proc.stderr and "not shown" in proc.stderr
 

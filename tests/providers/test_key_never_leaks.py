@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -19,6 +16,7 @@ from agent.errors import ProviderError
 from agent.paths import user_config_file
 from agent.providers.factory import make_provider
 from tests.providers.conftest import RecordingSink
+from tests.support.cli import v4code
 from tests.support.scripted_server import Fault, Scenario, ScriptedServer, Turn
 
 KEY = "sk-LEAKCHECK-9f8e7d6c5b4a39281706"
@@ -66,21 +64,13 @@ def test_key_never_leaks_anywhere(tmp_path, monkeypatch, caplog):
         # The CLI, with the key in the environment and in the user's config file.
         user_config_file().parent.mkdir(parents=True, exist_ok=True)
         user_config_file().write_text(f'[deepseek]\napi_key = "{KEY}"\n')
-        env = {**os.environ}
         for args in (
             ["doctor"],
             ["doctor", "--output-format", "json"],
             ["doctor", "--ping", "--provider", "openai", "--verbose"],
             ["doctor", "--provider", "deepseek", "--output-format", "json"],
         ):
-            proc = subprocess.run(
-                [sys.executable, "-m", "agent.cli", *args, "--no-accelerators"],
-                cwd=tmp_path,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
+            proc = v4code(*args, "--no-accelerators", cwd=tmp_path)
             assert proc.returncode == 0, proc.stderr
             seen += [proc.stdout, proc.stderr]
 

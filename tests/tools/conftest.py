@@ -41,3 +41,12 @@ def repo(make_git_repo) -> Path:
             ".gitignore": "build/\n*.log\n",
         }
     )
+
+
+@pytest.fixture(scope="module")
+def policy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository-shaped directory, enough for classifying commands (no git command runs)."""
+    path = tmp_path_factory.mktemp("policy") / "repo"
+    (path / ".git").mkdir(parents=True)
+    (path / "src").mkdir()
+    return path

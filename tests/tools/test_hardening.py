@@ -135,15 +135,6 @@ def test_run_tests_options_that_write_outside_need_approval(repo: Path, toolbox,
 # ----------------------------------------------------------------------------- classification
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A repository-shaped directory, enough for parsing (no git commands are run)."""
-    path = tmp_path_factory.mktemp("policy") / "repo"
-    (path / ".git").mkdir(parents=True)
-    (path / "src").mkdir()
-    return path
-
-
 @pytest.mark.parametrize(
     "command",
     [
@@ -175,8 +166,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "coproc X { rm -rf ~; }",
     ],
 )
-def test_forbidden_however_it_is_spelled(root: Path, command: str):
-    assert classify(command, root).level == FORBIDDEN, classify(command, root)
+def test_forbidden_however_it_is_spelled(policy_root: Path, command: str):
+    assert classify(command, policy_root).level == FORBIDDEN, classify(command, policy_root)
 
 
 @pytest.mark.parametrize(
@@ -221,8 +212,8 @@ def test_forbidden_however_it_is_spelled(root: Path, command: str):
         "X=1 Y=2 wc -l README.md",
     ],
 )
-def test_needs_approval(root: Path, command: str):
-    assert classify(command, root).level == NEEDS_APPROVAL, classify(command, root)
+def test_needs_approval(policy_root: Path, command: str):
+    assert classify(command, policy_root).level == NEEDS_APPROVAL, classify(command, policy_root)
 
 
 @pytest.mark.parametrize(
@@ -259,8 +250,8 @@ def test_needs_approval(root: Path, command: str):
         "git diff --stat HEAD~1",
     ],
 )
-def test_still_read_only(root: Path, command: str):
-    assert classify(command, root).level == READ_ONLY, classify(command, root)
+def test_still_read_only(policy_root: Path, command: str):
+    assert classify(command, policy_root).level == READ_ONLY, classify(command, policy_root)
 
 
 @pytest.mark.parametrize(

@@ -8,15 +8,6 @@ import pytest
 
 from tools.shell_policy import FORBIDDEN, NEEDS_APPROVAL, READ_ONLY, classify, simple_command_words
 
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("policy") / "repo"
-    (root / ".git").mkdir(parents=True)
-    (root / "src").mkdir()
-    return root
-
-
 READ_ONLY_COMMANDS = [
     "ls -la",
     "git status && git diff HEAD~1 | head -50",
@@ -160,54 +151,54 @@ FORBIDDEN_COMMANDS = [
 
 
 @pytest.mark.parametrize("command", READ_ONLY_COMMANDS)
-def test_read_only(command: str, repo: Path):
-    verdict = classify(command, repo)
+def test_read_only(command: str, policy_root: Path):
+    verdict = classify(command, policy_root)
     assert verdict.level == READ_ONLY, verdict
 
 
 @pytest.mark.parametrize("command", NEEDS_APPROVAL_COMMANDS)
-def test_needs_approval(command: str, repo: Path):
-    verdict = classify(command, repo)
+def test_needs_approval(command: str, policy_root: Path):
+    verdict = classify(command, policy_root)
     assert verdict.level == NEEDS_APPROVAL, verdict
     assert verdict.reason
 
 
 @pytest.mark.parametrize("command", FORBIDDEN_COMMANDS)
-def test_forbidden(command: str, repo: Path):
-    verdict = classify(command, repo)
+def test_forbidden(command: str, policy_root: Path):
+    verdict = classify(command, policy_root)
     assert verdict.level == FORBIDDEN, verdict
     assert verdict.reason
 
 
-def test_one_mutating_part_makes_the_whole_command_need_approval(repo: Path):
-    assert classify("ls && touch x", repo).level == NEEDS_APPROVAL
-    assert classify("ls; git status | tee out", repo).level == NEEDS_APPROVAL
-    assert classify("ls && git push", repo).level == FORBIDDEN
+def test_one_mutating_part_makes_the_whole_command_need_approval(policy_root: Path):
+    assert classify("ls && touch x", policy_root).level == NEEDS_APPROVAL
+    assert classify("ls; git status | tee out", policy_root).level == NEEDS_APPROVAL
+    assert classify("ls && git push", policy_root).level == FORBIDDEN
 
 
-def test_quoted_operators_are_words_not_operators(repo: Path):
+def test_quoted_operators_are_words_not_operators(policy_root: Path):
     # A quoted ';' or '|' must not split the command (or hide what follows it).
-    assert classify("echo ';' && rm -rf /", repo).level == FORBIDDEN
-    assert classify("grep 'a|b' x", repo).level == READ_ONLY
-    assert classify("echo 'rm -rf /'", repo).level == READ_ONLY
-    assert classify('echo "$(rm -rf /)"', repo).level == FORBIDDEN
-    assert classify("echo '$(rm -rf /)'", repo).level == READ_ONLY
+    assert classify("echo ';' && rm -rf /", policy_root).level == FORBIDDEN
+    assert classify("grep 'a|b' x", policy_root).level == READ_ONLY
+    assert classify("echo 'rm -rf /'", policy_root).level == READ_ONLY
+    assert classify('echo "$(rm -rf /)"', policy_root).level == FORBIDDEN
+    assert classify("echo '$(rm -rf /)'", policy_root).level == READ_ONLY
 
 
-def test_newlines_separate_commands(repo: Path):
-    assert classify("ls\nrm -rf /", repo).level == FORBIDDEN
-    assert classify("ls\ngit status", repo).level == READ_ONLY
+def test_newlines_separate_commands(policy_root: Path):
+    assert classify("ls\nrm -rf /", policy_root).level == FORBIDDEN
+    assert classify("ls\ngit status", policy_root).level == READ_ONLY
 
 
-def test_reasons_are_specific(repo: Path):
-    assert "git push" in classify("git push", repo).reason
-    assert "outside the repository" in classify("rm -rf /etc", repo).reason
-    assert "fork bomb" in classify(":(){ :|:& };:", repo).reason
-    assert "downloaded" in classify("curl x | sh", repo).reason
-    assert "only known at run time" in classify("rm -rf $DIR/", repo).reason
+def test_reasons_are_specific(policy_root: Path):
+    assert "git push" in classify("git push", policy_root).reason
+    assert "outside the repository" in classify("rm -rf /etc", policy_root).reason
+    assert "fork bomb" in classify(":(){ :|:& };:", policy_root).reason
+    assert "downloaded" in classify("curl x | sh", policy_root).reason
+    assert "only known at run time" in classify("rm -rf $DIR/", policy_root).reason
 
 
-def test_simple_command_words(repo: Path):
+def test_simple_command_words(policy_root: Path):
     assert simple_command_words("python -m pytest 'tests/test a.py' -k x") == [
         "python",
         "-m",
