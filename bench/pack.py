@@ -4,6 +4,8 @@ Trees (built under bench/.work/, which git ignores):
   stdlib   a git repository of every .py file of the installed standard library (~1,800 files,
            ~8.2M V4 tokens)
   subset   a ~1.45M-token git repository of some of its packages (asyncio, email, json, ...)
+  --tree PATH  any other git repository, as it is (e.g. bench/.work/pytest, the snapshot of
+           pytest-dev/pytest that issue 2's Repomix figure refers to); named by its folder
 
 For each tree, round after round (interleaved, so load on the machine hits all alike):
   repomix      `repomix TREE -o OUT` (npm package, installed into bench/.work on first use)
@@ -21,6 +23,7 @@ time much less. The table shows medians and the ratios Repomix / v4code (higher 
 
     python bench/pack.py                         # both trees, 5 rounds
     python bench/pack.py --runs 7 --trees subset
+    python bench/pack.py --runs 5 --tree bench/.work/pytest   # only that tree
     python bench/pack.py --secrets               # secret rules vs detect-secrets (stdlib)
     python bench/pack.py --git                   # subprocess git vs gitpython (discovery)
 """
@@ -175,6 +178,8 @@ def bench_tree(
         "tree": name,
         "files": {k: len(m.get("files", [])) for k, m in manifests.items()},  # type: ignore[arg-type]
         "tokens_packed": {k: m.get("total_tokens") for k, m in manifests.items()},
+        "modes": {k: m.get("counts", {}).get("total") for k, m in manifests.items()},  # type: ignore[union-attr]
+        "excluded": {k: len(m.get("excluded", [])) for k, m in manifests.items()},  # type: ignore[arg-type]
         "whole_budget": whole_budget,
         "median_s": {k: round(statistics.median(v), 3) for k, v in times.items() if v},
         "median_cpu_s": {k: round(statistics.median(v), 3) for k, v in cpu.items() if v},
@@ -184,13 +189,21 @@ def bench_tree(
 
 
 def tree_tokens(tree: Path) -> int:
-    """Exact V4 tokens of every file of the tree (what would be packed with no budget)."""
+    """Exact V4 tokens of every tracked text file (what would be packed with no budget and no
+    exclusions): the whole budget is sized from it. Files with NUL bytes or not UTF-8 are
+    skipped, as the packer skips them."""
     from agent.tokenizer import get_tokenizer
 
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=tree, capture_output=True, check=True
+    ).stdout.split(b"\0")
     texts = []
-    for path in sorted(tree.rglob("*.py")):
+    for rel in sorted(name for name in listed if name):
+        data = (tree / os.fsdecode(rel)).read_bytes()
+        if b"\0" in data:
+            continue
         try:
-            texts.append(path.read_text(encoding="utf-8"))
+            texts.append(data.decode("utf-8"))
         except UnicodeDecodeError:
             continue
     return sum(get_tokenizer().count_many(texts))
@@ -273,7 +286,17 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--trees", default="subset,stdlib")
+    parser.add_argument(
+        "--trees", default=None, help="built trees: subset,stdlib (default: both, unless --tree)"
+    )
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="also (or, without --trees, only) this git repository; repeatable",
+    )
     parser.add_argument("--no-repomix", action="store_true")
     parser.add_argument("--secrets", action="store_true")
     parser.add_argument("--git", action="store_true")
@@ -286,6 +309,19 @@ def main() -> None:
     if args.git:
         git_eval(trees["stdlib"], max(args.runs, 5))
         return
+    chosen: dict[str, Path] = {}
+    names = args.trees if args.trees is not None else ("" if args.tree else "subset,stdlib")
+    for name in filter(None, (n.strip() for n in names.split(","))):
+        if name not in trees:
+            parser.error(
+                f"unknown tree {name!r} (built trees: {', '.join(trees)}; use --tree PATH)"
+            )
+        chosen[name] = trees[name]
+    for path in args.tree:
+        path = path.resolve()
+        if not (path / ".git").exists():
+            parser.error(f"--tree {path}: not the root of a git repository")
+        chosen[path.name] = path
     repomix = None if args.no_repomix else repomix_bin()
     cache_home = Path(tempfile.mkdtemp(prefix="v4code-bench-cache-"))
     print(
@@ -293,8 +329,7 @@ def main() -> None:
     )
     rows = []
     try:
-        for name in args.trees.split(","):
-            tree = trees[name.strip()]
+        for name, tree in chosen.items():
             tokens = tree_tokens(tree)
             whole_budget = -(-int(tokens * 1.25) // 100_000) * 100_000  # every file whole
             result = bench_tree(name, tree, args.runs, repomix, cache_home, whole_budget)
