@@ -248,27 +248,10 @@ _SCALARS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "dtype": (str, "a torch dtype such as bfloat16"),
     "kv_cache_max_bytes": (int, "a non-negative integer"),
 }
-# Settings read the same way from every layer (no per-provider tables, no trust rule).
-_PLAIN_SETTINGS = (
-    "context_window",
-    "reserve",
-    "thinking",
-    "reasoning_effort",
-    "show_reasoning",
-    "max_output_tokens",
-    "connect_timeout",
-    "read_timeout",
-    "max_retries",
-    "retry_max_time",
-    "stream_usage",
-    "temperature",
-    "top_p",
-    "min_p",
-    "seed",
-    "device",
-    "dtype",
-    "kv_cache_max_bytes",
-)
+# Settings read the same way from every layer (no per-provider tables, no trust rule): every
+# top-level key but the four that choose and locate the provider (see _candidate, load_settings).
+_PER_PROVIDER = ("provider", "model", "base_url", "model_path")
+_PLAIN_SETTINGS = tuple(name for name in _SCALARS if name not in _PER_PROVIDER)
 _PROVIDER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "base_url": (str, "a URL"),
     "api_key": (str, "a string"),
@@ -297,16 +280,14 @@ class _Layer:
 
 def _check_type(value: Any, expected: type | tuple[type, ...], what: str, where: str) -> Any:
     # bool is an int in Python; a `true` must not pass as a context window.
-    if isinstance(value, bool) and expected is not bool:
-        raise ConfigError(f"{where}: expected {what}, got {value!r}")
-    if not isinstance(value, expected):
+    if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
         raise ConfigError(f"{where}: expected {what}, got {value!r}")
     return value
 
 
 # What an HTTP header value may carry: visible ASCII. A key with a newline or a non-ASCII
 # character cannot be sent, and httpx would quote the whole header (key included) in its error.
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 
 
 def _clean_key(value: Any, where: str) -> str:
@@ -314,7 +295,7 @@ def _clean_key(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{where}: expected a string (the value is not shown)")
     key = value.strip()
-    if key and not _HEADER_SAFE.fullmatch(key):
+    if key and not HEADER_SAFE.fullmatch(key):
         raise ConfigError(
             f"{where}: the key contains spaces, control or non-ASCII characters, so it cannot be "
             "sent in an HTTP header (the value is not shown); copy the key again"
@@ -517,10 +498,8 @@ class _Candidate:
 def _candidate(res: _Resolver, name: str) -> _Candidate:
     model, _, model_source = res.for_provider(name, "model")
     extra, _, _ = res.for_provider(name, "extra_body", fallback_top=False)
-    model_path, _, mp_source = (
-        res.for_provider(name, "model_path") if name == "local" else (None, None, "default")
-    )
     if name == "local":
+        model_path, _, mp_source = res.for_provider(name, "model_path")
         return _Candidate(
             name,
             model or DEFAULT_MODEL,
@@ -635,9 +614,7 @@ def _api_status(c: _Candidate) -> ProviderStatus:
     return status
 
 
-def _auto_select(
-    res: _Resolver, cands: dict[str, _Candidate], flags_layer: _Layer
-) -> tuple[str | None, str]:
+def _auto_select(cands: dict[str, _Candidate], flags_layer: _Layer) -> tuple[str | None, str]:
     # A base URL or checkpoint typed on the command line says which provider the user means.
     if "base_url" in flags_layer.values:
         return "openai", "auto: --base-url given"
@@ -699,7 +676,7 @@ def load_settings(repo: Path | None = None, **flags: Any) -> Settings:
             f"unknown provider {provider!r} ({provider_source}); choose one of {', '.join(PROVIDERS)}"
         )
     if provider is None:
-        provider, provider_source = _auto_select(res, cands, flag_layer)
+        provider, provider_source = _auto_select(cands, flag_layer)
 
     s = Settings(config_files=files, notes=notes)
     s.providers = {
@@ -738,7 +715,6 @@ def load_settings(repo: Path | None = None, **flags: Any) -> Settings:
         s.sources[name] = source
     _validate(s)
 
-    price_found = False
     for layer in layers:
         p = layer.prices.get("*") or layer.prices.get(s.model)
         if p is not None:
@@ -746,9 +722,8 @@ def load_settings(repo: Path | None = None, **flags: Any) -> Settings:
                 p,
                 layer.labels.get("prices", f'{layer.label} [prices."{s.model}"]'),
             )
-            price_found = True
             break
-    if not price_found:
+    else:  # no layer prices this model
         if provider == "local":
             s.prices, s.sources["prices"] = FREE, "local engine: no per-token cost"
         elif s.model in DEFAULT_PRICES:

@@ -16,7 +16,7 @@ from typing import Any
 import prompts
 from agent.errors import ExitCode, UsageError
 from agent.fileio import atomic_write
-from agent.gitcmd import run_git
+from agent.gitcmd import IDENTITY, run_git
 from agent.loop import Agent, Limits, Recoverable, Run, RunResult, RunSetup, Stop, nudge
 from agent.providers.base import Reply, ToolCall
 from agent.undo import (
@@ -86,7 +86,7 @@ class FixAgent(Agent):
         *args: Any,
         run: Run,
         test_command: str,
-        tests: Any,
+        tests: TestSummary,
         max_iterations: int,
         instructions: str,
         **kwargs: Any,
@@ -112,7 +112,7 @@ class FixAgent(Agent):
                 iteration=self.iterations,
                 remaining=self.remaining(),
             )
-            if tests_pass(self.tests):
+            if self.tests.ok:
                 raise Stop("done")
             if self.iterations >= self.max_iterations:
                 raise Stop(
@@ -126,7 +126,7 @@ class FixAgent(Agent):
                     iteration=self.iterations,
                     max_iterations=self.max_iterations,
                     command=self.test_command,
-                    summary=summary_line(self.tests),
+                    summary=self.tests.line(),
                     failures=failures_text(self.tests),
                     instructions=self.instructions,
                 )
@@ -195,7 +195,7 @@ def run_fix(
                 f"the test command could not run (exit code {before.exit_code}): {command}",
                 hint=(tail + "\n" if tail else "") + "Pass a working one with --test-cmd.",
             )
-        if tests_pass(before):
+        if before.ok:
             result.already_passing = True
             stop = Stop("done")
         else:
@@ -203,7 +203,7 @@ def run_fix(
             task = prompts.render(
                 "task_fix",
                 command=command,
-                summary=summary_line(before),
+                summary=before.line(),
                 failures=failures_text(before),
                 instructions=extra,
             )
@@ -228,7 +228,7 @@ def run_fix(
     # The run is over: journal, patch, commit and result are finished even if Ctrl-C arrives now
     # (a half-done wrap-up would print a second, bare result); the run's outcome stands.
     with deferred_interrupt(reraise=False):
-        agent = getattr(run, "agent", None)
+        agent = run.agent
         if isinstance(agent, FixAgent):  # also after Ctrl-C: what the run got to
             result.plan, result.iterations = agent.plan, agent.iterations
             result.tests_after = summary_json(agent.tests)
@@ -281,7 +281,7 @@ def check_patch_path(path: Path) -> None:
 
 def run_tests(
     run: Run, command: str, *, phase: str, iteration: int, remaining: float | None
-) -> Any:
+) -> TestSummary:
     from tools import run_test_command
 
     timeout = (
@@ -295,16 +295,8 @@ def run_tests(
     return summary
 
 
-def tests_pass(summary: TestSummary) -> bool:
-    return summary.ok
-
-
 def summary_json(summary: TestSummary) -> dict[str, Any]:
     return {**summary.to_json(), "summary": summary.line()}
-
-
-def summary_line(summary: TestSummary) -> str:
-    return summary.line()
 
 
 def failures_text(summary: TestSummary) -> str:
@@ -350,12 +342,7 @@ def commit_fix(root: Path, result: FixResult) -> str:
     try:
         commit = _git_out(["commit-tree", tree, *parents], top, input=message)
     except SnapshotError:  # no user identity configured: commit as v4code rather than not at all
-        identity = {
-            f"GIT_{who}_{what}": value
-            for who in ("AUTHOR", "COMMITTER")
-            for what, value in (("NAME", "v4code"), ("EMAIL", "v4code@localhost"))
-        }
-        commit = _git_out(["commit-tree", tree, *parents], top, env=identity, input=message)
+        commit = _git_out(["commit-tree", tree, *parents], top, env=IDENTITY, input=message)
     _git_out(["update-ref", "-m", "v4code fix", "HEAD", commit, head or "0" * 40], top)
     # The user's index still has the old blobs of the fixed files; bring them up to the commit
     # unless the user had staged something there (then their staging is left as it was).

@@ -76,7 +76,8 @@ class Agent:
             transcript,
         )
         self.schemas = [t.schema() for t in tools]
-        self.messages: list[dict[str, Any]] = []
+        # Their tokens are `prompt_tokens` (counted by the caller).
+        self.messages: list[dict[str, Any]] = list(messages)
         self.tracker, self.stream_to = tracker, stream_to
         self.turns, self.usage, self.cost = 0, Usage(), 0.0
         self.started = time.monotonic()
@@ -84,7 +85,6 @@ class Agent:
         # What the next request re-sends: the last prompt plus everything added since (for --max-cost).
         self._last_prompt_tokens, self._unsent_tokens = 0, prompt_tokens
         self._repeats: tuple[Any, int] = (None, 0)
-        self.messages.extend(messages)  # their tokens are `prompt_tokens` (counted by the caller)
 
     def run(self) -> Stop:
         while True:
@@ -114,13 +114,14 @@ class Agent:
         self.usage += reply.usage
         self.cost = self.provider.cost(self.usage)
         self._last_prompt_tokens, self._unsent_tokens = reply.usage.input_tokens, 0
-        self.add(reply.to_message())
+        message = reply.to_message()
+        self.add(message)
         self._logged = len(self.messages)
         self.log.emit(
             "turn",
             turn=self.turns,
             new_messages=new,
-            reply=reply.to_message(),
+            reply=message,
             finish_reason=reply.finish_reason,
             usage=reply.usage.to_dict(),
             retries=sink.retries,  # the provider's retries before this reply (429, cut stream, ...)
@@ -402,6 +403,7 @@ class Run:
         self.messages: list[dict[str, Any]] = []
         self.prompt_tokens = 0
         self.context: dict[str, Any] | None = None
+        self.agent: Agent | None = None  # set by drive()
         self.log.emit(
             "start",
             command=command,
@@ -475,7 +477,7 @@ class Run:
         if stop.kind != "done":
             result.error = stop.message
             result.limit = stop.kind if status in ("limit_reached", "tests_failing") else None
-        agent = getattr(self, "agent", None)
+        agent = self.agent
         if agent is not None:
             result.usage, result.cost_usd, result.turns = agent.usage, agent.cost, agent.turns
         result.context = self.context

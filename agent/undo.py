@@ -122,9 +122,8 @@ class Snapshot:
         top = git_toplevel(self.root)
         if top is not None:
             self.env: dict[str, str] = {}
-            self.cwd = self.root
             git_dir = Path(_git(["rev-parse", "--absolute-git-dir"], self.root).decode().strip())
-            self.index_seed: Path | None = git_dir / "index"
+            self.index_seed = git_dir / "index"
             self.prefix = self.root.relative_to(top).as_posix()
             self.shadow = False
         else:
@@ -133,7 +132,6 @@ class Snapshot:
                 shadow.parent.mkdir(parents=True, exist_ok=True)
                 _git(["init", "-q", "--bare", str(shadow)], self.root)
             self.env = {"GIT_DIR": str(shadow), "GIT_WORK_TREE": str(self.root)}
-            self.cwd = self.root
             self.index_seed = shadow / "v4code-index"
             self.prefix = ""
             self.shadow = True
@@ -148,29 +146,29 @@ class Snapshot:
         """Record the tree and keep it under refs/v4code/snapshots/<run_id>; returns the commit."""
         with tempfile.TemporaryDirectory(prefix="v4code-index-") as tmp:
             index = Path(tmp) / "index"
-            if self.index_seed is not None and self.index_seed.exists():
+            if self.index_seed.exists():
                 # Reusing the index's stat data means only changed files are re-hashed.
                 shutil.copyfile(self.index_seed, index)
             env = {**self.env, "GIT_INDEX_FILE": str(index)}
-            _git(["add", "-A", "--", "."], self.cwd, env)
-            self.tree = _git(["write-tree"], self.cwd, env).decode().strip()
-            if self.shadow and self.index_seed is not None:
+            _git(["add", "-A", "--", "."], self.root, env)
+            self.tree = _git(["write-tree"], self.root, env).decode().strip()
+            if self.shadow:
                 shutil.copyfile(index, self.index_seed)
         parents: list[str] = []
-        head = run_git(["rev-parse", "--verify", "-q", "HEAD"], self.cwd, env=self.env)
+        head = run_git(["rev-parse", "--verify", "-q", "HEAD"], self.root, env=self.env)
         if head.ok and head.text().strip():
             parents = ["-p", head.text().strip()]
         self.commit = (
             _git(
                 ["commit-tree", self.tree, *parents, "-m", f"v4code snapshot before fix {run_id}"],
-                self.cwd,
+                self.root,
                 self.env,
             )
             .decode()
             .strip()
         )
         self.ref = SNAPSHOT_REF_PREFIX + run_id
-        _git(["update-ref", self.ref, self.commit], self.cwd, self.env)
+        _git(["update-ref", self.ref, self.commit], self.root, self.env)
         self._prune()
         return self.commit
 
@@ -180,7 +178,7 @@ class Snapshot:
             return None
         path = self._rel_to_git(rel)
         # --full-tree: without it ls-tree reads `path` relative to the cwd (a subdirectory).
-        listing = _git(["ls-tree", "--full-tree", "-z", self.tree, "--", path], self.cwd, self.env)
+        listing = _git(["ls-tree", "--full-tree", "-z", self.tree, "--", path], self.root, self.env)
         for entry in listing.split(b"\0"):
             if not entry:
                 continue
@@ -190,7 +188,7 @@ class Snapshot:
                 continue
             # --filters: the file as a checkout writes it (eol=crlf, autocrlf, LFS smudge), i.e.
             # the bytes that were on disk, not the normalised blob `git add` stored.
-            data = _git(["cat-file", "--filters", f"--path={path}", sha], self.cwd, self.env)
+            data = _git(["cat-file", "--filters", f"--path={path}", sha], self.root, self.env)
             return data, int(mode, 8) & 0o777 | stat.S_IFREG
         return None
 
@@ -198,14 +196,14 @@ class Snapshot:
         out = (
             _git(
                 ["for-each-ref", "--sort=-creatordate", "--format=%(refname)", SNAPSHOT_REF_PREFIX],
-                self.cwd,
+                self.root,
                 self.env,
             )
             .decode()
             .split()
         )
         for ref in out[KEEP_SNAPSHOTS:]:
-            _git(["update-ref", "-d", ref], self.cwd, self.env)
+            _git(["update-ref", "-d", ref], self.root, self.env)
 
 
 # --- the journal of one fix ---------------------------------------------------------------
@@ -262,7 +260,6 @@ class ChangeTracker:
 
     root: Path
     run_id: str
-    snapshot_enabled: bool = True
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     snapshot: Snapshot | None = None
     snapshot_error: str | None = None
@@ -320,10 +317,6 @@ class ChangeTracker:
             return None, None
         return (self.dir / "blobs" / blob).read_bytes(), entry.get("before_mode")
 
-    @property
-    def started(self) -> bool:
-        return self._started
-
     def safe_rel(self, raw: Any) -> str | None:
         """`raw` as a normalised path inside the root, or None (the tool will refuse it)."""
         if (
@@ -355,13 +348,12 @@ class ChangeTracker:
         with deferred_interrupt():
             self._save(complete=False)
             atomic_write(self.dir.parent / "LAST", self.run_id.encode(), mode=PRIVATE)
-        if self.snapshot_enabled:
-            try:
-                self.snapshot = Snapshot(self.root)
-                self.snapshot.capture(self.run_id)
-            except (SnapshotError, OSError) as exc:
-                self.snapshot, self.snapshot_error = None, str(exc)
-            self._save(complete=False)
+        try:
+            self.snapshot = Snapshot(self.root)
+            self.snapshot.capture(self.run_id)
+        except (SnapshotError, OSError) as exc:
+            self.snapshot, self.snapshot_error = None, str(exc)
+        self._save(complete=False)
 
     def _journal(self, rel: str, data: bytes | None, mode: int | None) -> None:
         entry: dict[str, Any] = {"before_exists": data is not None, "before_sha": _sha(data)}
@@ -430,9 +422,7 @@ class ChangeTracker:
                 entry["after_mode"] = after_mode
                 if entry.get("unrestorable"):
                     continue
-                before = (
-                    (self.dir / "blobs" / entry["blob"]).read_bytes() if entry.get("blob") else None
-                )
+                before, _ = self._before(rel)
                 if _sha(before) != _sha(after) or _mode_changed(
                     entry.get("before_mode"), after_mode
                 ):

@@ -254,13 +254,12 @@ def bench_stream(repeats: int, events: int) -> dict[str, dict[str, float]]:
         served = len(clients)
         for _ in range(repeats):
             for name, (run, _) in made.items():
-                cpu = (
-                    time.process_time()
-                )  # the server is another process: this is the client's own work
+                # The server is another process: this is the client's own work.
+                cpu = time.process_time()
                 run(messages)
                 end = time.perf_counter()
                 cpu = time.process_time() - cpu
-                first, _, last, status = server.timings()[served]
+                _, _, last, status = server.timings()[served]
                 served += 1
                 assert status == 200
                 results[name]["tail"].append(end - last)

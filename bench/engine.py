@@ -48,10 +48,10 @@ def job_hf(path: str, context: int, decode: int, device: str) -> dict:
     from transformers import DeepseekV4ForCausalLM, DynamicCache
 
     from model.bench import peak_memory, random_ids
-    from model.device import pick_device, synchronize
+    from model.device import default_dtype, pick_device, synchronize
 
     dev = pick_device(device)
-    dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
+    dtype = default_dtype(dev)  # what load_model picks for ours
     model = DeepseekV4ForCausalLM.from_pretrained(path, dtype=dtype).to(dev).eval()
     warm = 1 if decode else 0  # one untimed decode step, as for ours
     ids = random_ids(context + warm + decode, model.config.vocab_size).to(dev)
@@ -89,15 +89,12 @@ def job_hf(path: str, context: int, decode: int, device: str) -> dict:
 
 
 def job_layer(kind: str, context: int, device: str) -> dict:
-    import torch
-
     from model.bench import bench_layer_decode
-    from model.device import pick_device
+    from model.device import default_dtype, pick_device
     from model.presets import preset
 
     dev = pick_device(device)
-    dtype = torch.float32 if dev.type == "cpu" else torch.bfloat16
-    return bench_layer_decode(preset("v4-flash"), kind, context, dev, dtype)
+    return bench_layer_decode(preset("v4-flash"), kind, context, dev, default_dtype(dev))
 
 
 JOBS = {"ours": job_ours, "hf": job_hf, "layer": job_layer}

@@ -59,10 +59,6 @@ def _messages(repo: str, question: str) -> list[dict]:
     ]
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def provider_mode(args: argparse.Namespace) -> None:
     import torch
 
@@ -104,7 +100,7 @@ def provider_mode(args: argparse.Namespace) -> None:
     def median_stats(runs: list[dict]) -> dict:
         out = dict(runs[0])
         for key in ("first_token_s", "save_s", "load_s", "prefill_s"):
-            out[key] = _median([r.get(key, 0.0) for r in runs])
+            out[key] = statistics.median([r.get(key, 0.0) for r in runs])
         return out
 
     rows, disk = [], {}
@@ -167,12 +163,12 @@ def cli_mode(args: argparse.Namespace) -> None:
         "| wall vs 1 |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    walls = [_median([pair[i][1] for pair in pairs]) for i in (0, 1)]
+    walls = [statistics.median([pair[i][1] for pair in pairs]) for i in (0, 1)]
     for i in (0, 1):
         codes = sorted({pair[i][0] for pair in pairs})
         s = pairs[0][i][2]
         timing = {
-            k: _median([pair[i][2].get(k, 0.0) for pair in pairs])
+            k: statistics.median([pair[i][2].get(k, 0.0) for pair in pairs])
             for k in ("load_s", "save_s", "prefill_s")
         }
         print(

@@ -113,15 +113,11 @@ def bench_layer_decode(
     decode step at that length: indexer scores over all CSA keys, top-k gather, or dense HCA."""
     from model.cache import LayerCache
     from model.config import CSA, HCA, SWA
-    from model.model import Attention, Rope
+    from model.model import Attention, Rope, params_in
 
     layer = config.layer_types.index(kind)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
+    with params_in(dtype):
         attn = Attention(config, layer).to(device)
-    finally:
-        torch.set_default_dtype(previous)
     g = torch.Generator(device="cpu").manual_seed(0)
     with torch.no_grad():
         for p in attn.parameters():
@@ -158,5 +154,5 @@ def bench_layer_decode(
         "cache_bytes": sum(t.numel() * t.element_size() for t in lc.tensors()),
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),
-        "layer": HCA if kind == HCA else kind,
+        "layer": kind,
     }

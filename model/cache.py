@@ -147,11 +147,7 @@ class Cache:
 
     def bytes_used(self) -> int:
         """Bytes holding live state at the current length (what state_dict() saves, roughly)."""
-        used = self.fixed_bytes()
-        for layer in self.layers:
-            for s in layer.states().values():
-                used += (self.length // s.ratio) * s.out_dim * s.pool.element_size()
-        return used
+        return self.bytes_at(self.length)
 
     # ---- engine side ----------------------------------------------------------------------
     def begin_write(self, n_tokens: int) -> None:

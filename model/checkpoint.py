@@ -271,15 +271,15 @@ def _expert_stack(
     return t
 
 
+_PACKED_FORMATS = {"I8": "fp4", "U8": "fp4", "F4": "fp4", "F8_E4M3": "fp8"}
+
+
 def _experts_packed(index: TensorIndex) -> bool:
     return any(
-        src.dtype in ("I8", "U8", "F4", "F8_E4M3")
+        src.dtype in _PACKED_FORMATS
         for (_, _, _, kind), src in index.experts.items()
         if kind == "weight"
     )
-
-
-_PACKED_FORMATS = {"I8": "fp4", "U8": "fp4", "F4": "fp4", "F8_E4M3": "fp8"}
 
 
 def _fill_packed(
@@ -334,7 +334,7 @@ def load_transformer(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Any, ModelConfig, TensorIndex]:
     """Build the Transformer for the checkpoint in `path` on `device` with dense weights in `dtype`."""
-    from model.model import PackedExperts, Transformer
+    from model.model import PackedExperts, Transformer, params_in
 
     path = Path(path)
     if not path.is_dir():
@@ -345,13 +345,8 @@ def load_transformer(
         raise CheckpointError(str(exc)) from None
     index = TensorIndex([ShardFile(f) for f in checkpoint_files(path)])
     packed = _experts_packed(index)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)  # parameters not pinned to fp32 take the engine dtype
-    try:
-        with torch.device("meta"):
-            model = Transformer(config, packed_experts=packed, dtype=dtype)
-    finally:
-        torch.set_default_dtype(previous)
+    with params_in(dtype), torch.device("meta"):  # parameters not pinned to fp32: engine dtype
+        model = Transformer(config, packed_experts=packed, dtype=dtype)
 
     state = model.state_dict(keep_vars=True)
     names = list(state)

@@ -189,24 +189,22 @@ def bench_cmd(
 
     if threads:
         torch.set_num_threads(threads)
-    try:
+    try:  # parse_dtype reads "auto" as the device's default
         if model_path is not None:
-            engine = load_model(model_path, device=device, dtype=None if dtype == "auto" else dtype)
+            engine = load_model(model_path, device=device, dtype=dtype)
             source = str(model_path)
         else:
-            engine = build_engine(
-                get_preset(preset), device=device, dtype=None if dtype == "auto" else dtype
-            )
+            engine = build_engine(get_preset(preset), device=device, dtype=dtype)
             source = f"preset {preset} (random weights)"
     except ValueError as exc:  # bad device/dtype/checkpoint
         raise UsageError(str(exc)) from None
+    positions = engine.config.max_position_embeddings
+    for n in lengths:  # all of them before any is measured
+        if n + decode_tokens > positions:
+            raise UsageError(f"context {n} exceeds the model's {positions} positions")
     console = err_console()
     rows = []
     for n in lengths:
-        if n + decode_tokens > engine.config.max_position_embeddings:
-            raise UsageError(
-                f"context {n} exceeds the model's {engine.config.max_position_embeddings} positions"
-            )
         console.print(f"prefill {n:,} tokens + {decode_tokens} decode steps on {engine.device} ...")
         rows.append(bench_engine(engine, n, decode_tokens))
     result = {

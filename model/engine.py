@@ -207,21 +207,16 @@ def build_engine(
     qat: bool = False,
 ) -> Engine:
     """An engine from a config and our own state dict (random weights when none is given)."""
-    from model.model import Transformer
+    from model.model import Transformer, params_in
 
     dev = pick_device(device)
     dt = parse_dtype(dtype, dev)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dt)
-    try:
+    with params_in(dt):
         model = Transformer(config, dtype=dt)
-    finally:
-        torch.set_default_dtype(previous)
     if state_dict is None:
         state_dict = random_state(config, seed)
-    model.load_state_dict(
-        {k: v.to(model.state_dict()[k].dtype) for k, v in state_dict.items()}, strict=True
-    )
+    target = model.state_dict()
+    model.load_state_dict({k: v.to(target[k].dtype) for k, v in state_dict.items()}, strict=True)
     model.requires_grad_(False)
     model.to(dev)
     model.setup(dev)
@@ -234,10 +229,10 @@ def random_state(config: ModelConfig, seed: int = 0, std: float = 0.02) -> dict[
     from model.model import Transformer
 
     with torch.device("meta"):
-        shapes = {k: (tuple(v.shape), v.dtype) for k, v in Transformer(config).state_dict().items()}
+        shapes = {k: tuple(v.shape) for k, v in Transformer(config).state_dict().items()}
     g = torch.Generator().manual_seed(seed)
     out = {}
-    for name, (shape, _) in shapes.items():
+    for name, shape in shapes.items():
         if name.endswith("tid2eid"):
             scores = torch.rand(shape[0], config.n_routed_experts, generator=g)
             out[name] = scores.topk(shape[1], dim=-1).indices  # distinct experts per token

@@ -229,6 +229,7 @@ def summary(
     f = cache_formula(c, dtype)
     beyond = context > c.max_position_embeddings
     mqa = dense_mqa_bytes_per_token(c)
+    serving = v4_serving_bytes_per_token(c)
     engine_bytes = f.at(c, context)
     v32_bf16, v32_fp8 = v32_bytes_per_token(False), v32_bytes_per_token(True)
     return {
@@ -271,8 +272,8 @@ def summary(
                 "gib": round(engine_bytes / GIB, 3),
             },
             "v4_serving_fp8_fp4": {
-                "bytes_per_token": round(v4_serving_bytes_per_token(c), 2),
-                "gib": round(v4_serving_bytes_per_token(c) * context / GIB, 3),
+                "bytes_per_token": round(serving, 2),
+                "gib": round(serving * context / GIB, 3),
             },
             "dense_mqa_baseline": {
                 "bytes_per_token": mqa,

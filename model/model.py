@@ -18,7 +18,8 @@ Numerics (where fp32 is required and why):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,17 @@ def blocking(device: torch.device) -> tuple[int, int]:
 # CSA attends to its top-k through a masked dense pass while the visible pool is at most this
 # many times k (a GEMM over 2k rows is cheaper than gathering k rows per query), else a gather.
 DENSE_PICK = 2
+
+
+@contextmanager
+def params_in(dtype: torch.dtype) -> Iterator[None]:
+    """Build modules inside this block: parameters not pinned to fp32 take `dtype`."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 class Linear(nn.Linear):
@@ -561,6 +573,12 @@ class MoE(nn.Module):
 # ---- manifold-constrained hyper-connections -------------------------------------------------
 
 
+def hc_mix(h: torch.Tensor, fn: torch.Tensor, norm_eps: float) -> torch.Tensor:
+    """Mixing logits of streams [S, n, D]: (flat @ fn.T) / rms(flat), fp32 (blocks and head)."""
+    flat = h.flatten(1).float()
+    return (flat @ fn.T) * torch.rsqrt(flat.square().mean(-1, keepdim=True) + norm_eps)
+
+
 def hc_pre(
     h: torch.Tensor,
     fn: torch.Tensor,
@@ -572,8 +590,7 @@ def hc_pre(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Streams [S, n, D] -> (sublayer input [S, D], post [S, n], comb [S, n, n]); fp32 maths."""
     s, n, _ = h.shape
-    flat = h.flatten(1).float()
-    mix = (flat @ fn.T) * torch.rsqrt(flat.square().mean(-1, keepdim=True) + norm_eps)
+    mix = hc_mix(h, fn, norm_eps)
     pre = torch.sigmoid(mix[:, :n] * scale[0] + base[:n]) + eps
     post = 2 * torch.sigmoid(mix[:, n : 2 * n] * scale[1] + base[n : 2 * n])
     comb = (mix[:, 2 * n :] * scale[2] + base[2 * n :]).view(s, n, n).softmax(-1).add_(eps)
@@ -673,10 +690,7 @@ class Transformer(nn.Module):
             return None
         if last_only:
             h = h[-1:]
-        flat = h.flatten(1).float()
-        mix = (flat @ self.hc_head_fn.T) * torch.rsqrt(
-            flat.square().mean(-1, keepdim=True) + c.norm_eps
-        )
+        mix = hc_mix(h, self.hc_head_fn, c.norm_eps)
         pre = torch.sigmoid(mix * self.hc_head_scale + self.hc_head_base) + c.hc_eps
         x = (pre.unsqueeze(-1) * h.float()).sum(1)
         return self.head(self.norm(x).float())

@@ -9,7 +9,7 @@ from tools.edit_match import apply_edit
 from tools.paths import require_regular_file, resolve_repo_path
 from tools.read_file import number_lines
 from tools.repo import not_found_message, secret_reason
-from tools.textfile import BinaryFileError, TextFile, atomic_write, load_text, unified_diff
+from tools.textfile import BinaryFileError, TextFile, atomic_write, decode_bytes, unified_diff
 
 CONTEXT_LINES = 3
 MAX_SNIPPET_LINES = 40
@@ -50,18 +50,17 @@ class EditFile(Tool):
                 + " (to create a new file, use write_file)"
             )
         require_regular_file(target)
-        secret = secret_reason(target.rel, target.abs.read_bytes())
+        raw = target.abs.read_bytes()
+        secret = secret_reason(target.rel, raw)
         if secret is not None:
             raise ToolError(
                 f"{target.rel} looks like it holds secrets ({secret}); edit_file does not touch it "
                 "(its content would be shown to the model); use write_file to replace it whole"
             )
         try:
-            original = load_text(target.abs)
+            original = decode_bytes(raw)
         except BinaryFileError:
             raise ToolError(f"{target.rel} is a binary file; edit_file only edits text") from None
-        except OSError as exc:
-            raise ToolError(f"cannot read {target.rel}: {exc.strerror}") from None
 
         outcome = apply_edit(
             original.text,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from math import gcd
 
 from tools.base import ToolError
+from tools.textfile import detect_newline
 
 _LINE_NUMBER_PREFIX = re.compile(r"^ *\d+\t")  # copied from read_file output by mistake
 MAX_CANDIDATES = 3
@@ -61,9 +62,7 @@ def _exact(text: str, old: str, new: str, replace_all: bool, path: str) -> EditO
     if "\r\n" in text and "\n" in old:
         crlf = (old.replace("\n", "\r\n"), new.replace("\n", "\r\n"))
         # Try the file's own line ending first: a CRLF file holds the CRLF form.
-        variants = (
-            [crlf, (old, new)] if text.count("\r\n") * 2 >= text.count("\n") else [(old, new), crlf]
-        )
+        variants = [crlf, (old, new)] if detect_newline(text) == "\r\n" else [(old, new), crlf]
     for o, n in variants:
         starts = _find_all(text, o)
         if not starts:
@@ -71,12 +70,12 @@ def _exact(text: str, old: str, new: str, replace_all: bool, path: str) -> EditO
         if len(starts) > 1 and not replace_all:
             lines = [text.count("\n", 0, s) + 1 for s in starts]
             raise ToolError(_ambiguous_message(len(starts), lines, path))
+        # A one-line old_string has no line ending to copy: new lines take the ending of the
+        # line they land in, so a CRLF file stays CRLF.
+        single_line = "\n" not in o and "\r" not in n
         pieces, lines, cursor, shift = [], [], 0, 0
         for s in starts:
             pieces.append(text[cursor:s])
-            # A one-line old_string has no line ending to copy: new lines take the ending of
-            # the line they land in, so a CRLF file stays CRLF.
-            single_line = "\n" not in o and "\r" not in n
             pieces.append(n.replace("\n", "\r\n") if single_line and _crlf_at(text, s, o) else n)
             # Line of this replacement in the new text: lines before it, adjusted by earlier ones.
             lines.append(text.count("\n", 0, s) + 1 + shift)
@@ -93,7 +92,7 @@ def _crlf_at(text: str, start: int, old: str) -> bool:
     which has no ending, whether the file is mostly CRLF)."""
     end = text.find("\n", start + len(old))
     if end == -1:
-        return text.count("\r\n") * 2 >= text.count("\n") > 0
+        return detect_newline(text) == "\r\n"
     return end > 0 and text[end - 1] == "\r"
 
 

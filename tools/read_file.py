@@ -7,17 +7,13 @@ from typing import Any
 from tools.base import Observation, Tool, ToolError
 from tools.paths import require_regular_file, resolve_repo_path
 from tools.repo import not_found_message, secret_reason
-from tools.textfile import BinaryFileError, load_text
+from tools.textfile import BinaryFileError, decode_bytes
 
 PAGE_LINES = 1000  # a page: at most this many lines ...
 PAGE_CHARS = 60_000  # ... and about this many characters
 MAX_LINE_CHARS = 2_000  # longer lines (minified code, data) are cut
 MAX_FILE_BYTES = 50 * 1024 * 1024
-
-
-def _head(path, size: int = 65536) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read(size)
+SECRET_SCAN_BYTES = 65536  # the head of the file that is checked for auth tokens
 
 
 def number_lines(lines: list[str], first: int) -> str:
@@ -56,20 +52,19 @@ class ReadFile(Tool):
                 f"{target.rel} is too large to read ({size:,} bytes); use search to find the "
                 "lines you need"
             )
-        secret = secret_reason(target.rel, _head(target.abs))
+        raw = target.abs.read_bytes()
+        secret = secret_reason(target.rel, raw[:SECRET_SCAN_BYTES])
         if secret is not None:
             raise ToolError(
                 f"{target.rel} looks like it holds secrets ({secret}); its content is not shown "
                 "to the model. Ask the user for the non-secret values you need"
             )
         try:
-            text_file = load_text(target.abs)
+            text_file = decode_bytes(raw)
         except BinaryFileError:
             raise ToolError(
                 f"{target.rel} is a binary file ({size:,} bytes); it cannot be shown as text"
             ) from None
-        except OSError as exc:
-            raise ToolError(f"cannot read {target.rel}: {exc.strerror}") from None
 
         lines = text_file.text.replace("\r\n", "\n").split("\n")
         if lines[-1] == "":

@@ -10,12 +10,7 @@ import difflib
 import re
 from pathlib import Path, PurePosixPath
 
-from agent.context import rules
-
-try:
-    from agent.context import RepoFiles
-except ImportError:  # the package may not re-export it yet
-    from agent.context.discovery import RepoFiles
+from agent.context import RepoFiles, rules
 
 
 def secret_reason(rel: str, data: bytes | None = None) -> str | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.base import Observation, Tool, ToolError
+from tools.process import is_secret_var
 from tools.shell_policy import FORBIDDEN, NEEDS_APPROVAL, classify, simple_command_words
 from tools.testing import detect_test_command, run_test_command
 
@@ -85,8 +86,6 @@ def _deletes_basetemp(words: list[str]) -> bool:
 
 
 def _secretish(assignment: str) -> bool:
-    from tools.process import is_secret_var
-
     name, _, value = assignment.partition("=")
     return is_secret_var(name, value)
 

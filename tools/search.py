@@ -17,7 +17,7 @@ from tools.base import Observation, Tool, ToolError
 from tools.globs import compile_glob
 from tools.paths import resolve_repo_path
 from tools.repo import not_found_message, secret_reason, under, visible_files
-from tools.textfile import BinaryFileError, decode_bytes, is_binary
+from tools.textfile import decode_bytes, is_binary
 
 MAX_RESULTS = 100  # matching lines shown in total
 MAX_PER_FILE = 20  # ... and per file, so one noisy file cannot hide the others
@@ -59,10 +59,7 @@ def search_files(
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            try:
-                text = decode_bytes(data).text
-            except BinaryFileError:
-                continue
+            text = decode_bytes(data).text  # not binary (checked above), so it always decodes
         hits = _matching_lines(compiled, text)
         if not hits:
             continue

@@ -7,7 +7,7 @@ from typing import Any
 
 from tools.base import Observation, Tool, ToolError
 from tools.paths import require_regular_file, resolve_repo_path
-from tools.textfile import BinaryFileError, atomic_write, load_text, unified_diff
+from tools.textfile import BinaryFileError, TextFile, atomic_write, load_text, unified_diff
 
 MAX_CONTENT_CHARS = 10 * 1024 * 1024
 
@@ -38,29 +38,27 @@ class WriteFile(Tool):
             raise ToolError(f"{target.rel} is a directory; give a file path")
         before: str | None = None
         notes: list[str] = []
+        existing: TextFile | None = None
         if target.abs.exists():
             require_regular_file(target)
             try:
                 existing = load_text(target.abs)
             except BinaryFileError:
-                existing = None
                 before = "(binary file)\n"
                 notes.append("it replaced a binary file")
-            if existing is not None:
-                before = existing.text
-                # An existing CRLF file stays CRLF: the model writes "\n".
-                if existing.newline == "\r\n" and "\r\n" not in content:
-                    content = content.replace("\n", "\r\n")
-                try:
-                    data = existing.encode(content)
-                except UnicodeEncodeError:
-                    bom = codecs.BOM_UTF8 if existing.bom == codecs.BOM_UTF8 else b""
-                    data = bom + content.encode("utf-8")
-                    notes.append(f"written as UTF-8: {existing.encoding} cannot hold the content")
-            else:
-                data = content.encode("utf-8")
-        else:
+        if existing is None:
             data = content.encode("utf-8")
+        else:
+            before = existing.text
+            # An existing CRLF file stays CRLF: the model writes "\n".
+            if existing.newline == "\r\n" and "\r\n" not in content:
+                content = content.replace("\n", "\r\n")
+            try:
+                data = existing.encode(content)
+            except UnicodeEncodeError:
+                bom = codecs.BOM_UTF8 if existing.bom == codecs.BOM_UTF8 else b""
+                data = bom + content.encode("utf-8")
+                notes.append(f"written as UTF-8: {existing.encoding} cannot hold the content")
         try:
             target.abs.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

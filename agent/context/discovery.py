@@ -55,12 +55,18 @@ class GitError(RuntimeError):
     pass
 
 
+def git_command(*args: str) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) of a git call with stable, script-friendly settings: no optional
+    locks, the C locale, paths unquoted. Shared by `run_git` and the streaming `git log` of
+    `agent.context.history`."""
+    env = dict(os.environ, GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
+    return ["git", "-c", "core.quotepath=off", *args], env
+
+
 def run_git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
     """Run git in `root` with stable, script-friendly settings; stdout/stderr as bytes."""
-    env = dict(os.environ, GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
-    proc = subprocess.run(
-        ["git", "-c", "core.quotepath=off", *args], cwd=root, capture_output=True, env=env
-    )
+    argv, env = git_command(*args)
+    proc = subprocess.run(argv, cwd=root, capture_output=True, env=env)
     if check and proc.returncode != 0:
         raise GitError(
             f"git {' '.join(args)} failed: {proc.stderr.decode(errors='replace').strip()}"

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Iterable
 
 from agent.context.cache import Store
-from agent.context.discovery import RepoFiles, run_git
+from agent.context.discovery import RepoFiles, git_command, run_git
 
 NOW = float("inf")  # sorts after every commit time
 
@@ -59,11 +59,7 @@ def last_commit_times(repo: RepoFiles, wanted: Iterable[str]) -> dict[str, int]:
     times: dict[str, int] = {}
     if not todo:
         return times
-    env = dict(os.environ, GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
-    args = [
-        "git",
-        "-c",
-        "core.quotepath=off",
+    args, env = git_command(
         "log",
         "-z",
         "--format=%x01%ct",
@@ -73,7 +69,7 @@ def last_commit_times(repo: RepoFiles, wanted: Iterable[str]) -> dict[str, int]:
         info.head,
         "--",
         ".",
-    ]
+    )
     proc = subprocess.Popen(
         args, cwd=repo.root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
     )
@@ -140,6 +136,6 @@ def order_keys(repo: RepoFiles, paths: Iterable[str], store: Store) -> dict[str,
             found = last_commit_times(repo, missing)
             # Not in the reachable history (a shallow clone): oldest, and never searched again.
             cached.update({p: found.get(p, 0) for p in missing})
-            store.put_history(cache_key, {p: cached[p] for p in tracked if p in cached})
+            store.put_history(cache_key, {p: cached[p] for p in tracked})
         times = cached
     return {p: (NOW if p in now or p not in times else float(times[p])) for p in paths}

@@ -480,7 +480,7 @@ class _Packer:
         # fit goes to ranking (which tokenizes in rank order) after one batch, a tree that fits
         # is counted without parsing anything for ranks. Only exact counts and sizes steer
         # this, so the outcome does not depend on what the cache holds.
-        size = sum(f.nbytes + 200 + len(f.path) for f in files)
+        size = sum(map(_block_bytes, files))
         if size <= avail + floor:
             self.ensure_full(files)
         elif size / MAX_BYTES_PER_TOKEN <= avail + floor:
@@ -488,7 +488,7 @@ class _Packer:
             for batch in _batches(cheap_order):
                 self.ensure_full(batch)
                 gain += sum((f.full or 0) - (f.listed or 0) for f in batch)
-                counted += sum(f.nbytes + 200 + len(f.path) for f in batch)
+                counted += sum(map(_block_bytes, batch))
                 if gain > avail or gain + (size - counted) * gain / counted > avail * 1.1:
                     break
         if (
@@ -501,7 +501,8 @@ class _Packer:
         # Tiers are ranked (their imports parsed) only when the fitting reaches them.
         tiers = self.ranked(files)
         order: list[_File] = []
-        room = _Room(avail - int(avail * SKELETON_SHARE))
+        whole_room = avail - int(avail * SKELETON_SHARE)
+        room = _Room(whole_room)
         k0 = None
         for tier in tiers:
             offset = len(order)
@@ -515,7 +516,7 @@ class _Packer:
             if k0 is not None:
                 break
         k0 = len(order) if k0 is None else k0
-        used = avail - int(avail * SKELETON_SHARE) - room.left
+        used = whole_room - room.left
         modes = {f: "listed" for f in files}
         for f in order[:k0]:
             modes[f] = "full"
@@ -693,6 +694,13 @@ def _full_estimate(f: _File) -> int:
     return f.nbytes // 4
 
 
+def _block_bytes(f: _File) -> int:
+    """The file's bytes plus room for its delimiters: with a token at least one byte, a bound
+    on its whole block's tokens that steers the "does everything fit?" check (exact counts
+    decide)."""
+    return f.nbytes + 200 + len(f.path)
+
+
 def _low_estimate(f: _File) -> int:
     return f.nbytes // 20  # skeleton blocks run ~1/20 of the file's bytes in tokens (stdlib: 1/23)
 
@@ -733,7 +741,7 @@ def _batches(files: Sequence[_File]) -> Iterator[list[_File]]:
     estimate = 0
     for f in files:
         batch.append(f)
-        estimate += f.nbytes // 4
+        estimate += _full_estimate(f)
         if estimate >= _BATCH_TOKENS:
             yield batch
             batch, estimate = [], 0
@@ -1042,11 +1050,9 @@ def _relative_to(root: Path, paths: Sequence[str | os.PathLike[str]]) -> set[str
 
 
 def _warm_up_tokenizer() -> None:
-    from agent import tokenizer
+    from agent.tokenizer import warm_up
 
-    warm_up = getattr(tokenizer, "warm_up", None)
-    if warm_up is not None:
-        warm_up()
+    warm_up()
 
 
 @dataclass(eq=False)

@@ -6,7 +6,7 @@ constants. Bodies become a stub that keeps the text parseable (`...` in Python, 
 languages, `;` - a prototype - in C/C++). Everything is cut from the original source bytes, so
 signatures keep their formatting and indentation.
 
-Parsing releases the GIL, so `analyze_many` runs files on a small thread pool.
+Parsing releases the GIL, so `run_many` runs files on a small thread pool.
 """
 
 from __future__ import annotations
@@ -291,10 +291,8 @@ class _Builder:
         kept: list[str] = []
         for node in leading:
             text = self.node_text(node)
-            if node.type.endswith("comment") and doc is not None and not doc.match(text):
-                continue
-            if node.type.endswith("comment") and doc is None:
-                continue
+            if node.type.endswith("comment") and (doc is None or not doc.match(text)):
+                continue  # only doc comments are kept (attributes always are)
             kept.append(self.lead(node) + text)
         return kept
 

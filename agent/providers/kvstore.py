@@ -246,7 +246,8 @@ class KVStore:
                 refs[path] = {b for spec in manifest["tensors"].values() for b in spec["blobs"]}
             except (OSError, ValueError, KeyError, TypeError):
                 refs[path] = set()
-        blob_sizes = {p.name: p.stat().st_size for p in self._files(self.blobs)}
+        blobs = self._files(self.blobs)
+        blob_sizes = {p.name: p.stat().st_size for p in blobs}
 
         def total() -> int:
             live = set().union(*refs.values()) if refs else set()
@@ -261,7 +262,7 @@ class KVStore:
         # An unreferenced blob goes too. (If another process is between writing its blobs and
         # its manifest, its entry fails the blob check when loaded and is ignored: no harm.)
         live = set().union(*refs.values()) if refs else set()
-        for blob in self._files(self.blobs):
+        for blob in blobs:
             if blob.name not in live:
                 with contextlib.suppress(OSError):
                     blob.unlink()

@@ -52,7 +52,7 @@ PROCESSOR_ENV = "V4CODE_LOCAL_LOGITS_PROCESSOR"  # "module:factory" - a logits p
 
 @dataclass
 class TurnStats:
-    """What one complete() did with the cache (also in Reply.extra["_v4_stats"])."""
+    """What one complete() did with the cache (reported in Reply.extra["_v4_stats"])."""
 
     prompt_tokens: int = 0
     reused_live: int = 0  # tokens already in this run's cache
@@ -93,7 +93,9 @@ class LocalProvider:
         min_stored_prefix: int = MIN_STORED_PREFIX,
     ):
         self.engine, self.tok, self.model = engine, tokenizer, model
-        self.encoder = _MemoEncoder(tokenizer)  # the repository is tokenized once per run
+        # a long text (the repository) is tokenized once per run, not once per turn (the first
+        # turn's save points tokenize the repository cut at its breakpoint once more)
+        self.encoder = _MemoEncoder(tokenizer)
         self.thinking, self.reasoning_effort = thinking, reasoning_effort
         self.sampling = sampling or SamplingParams()
         self.sampler = Sampler(self.sampling)
@@ -115,8 +117,6 @@ class LocalProvider:
         self._cached: list[int] = []  # the token ids whose state the live cache holds
         self._next_logits: torch.Tensor | None = None  # logits after the last cached token
         self._call_ids = 0
-        self.last_stats = TurnStats()
-        self.history: list[TurnStats] = []
 
     # -- construction -----------------------------------------------------------------------
 
@@ -234,20 +234,18 @@ class LocalProvider:
             )
         max_tokens = max(1, min(max_tokens, self.context_tokens - len(prompt)))
         stats = TurnStats(prompt_tokens=len(prompt))
-        self.last_stats = stats
-        self.history.append(stats)
         try:
             logits = self._prefill(
                 prompt, messages, tools, thinking, effort, stats, len(prompt) + max_tokens
             )
-            ids, finish = self._decode(
+            ids, text, finish = self._decode(
                 logits, max_tokens, sampler, thinking, stops, stream_to, stats
             )
         except BaseException:
             # an interrupted forward leaves the cache half-updated: never reuse it
             self.close()
             raise
-        return self._reply(ids, finish, thinking, stats)
+        return self._reply(ids, text, finish, thinking, stats)
 
     # -- prefill with reuse -----------------------------------------------------------------
 
@@ -378,7 +376,8 @@ class LocalProvider:
 
     def _decode(
         self, logits, max_tokens, sampler, thinking, stops, sink, stats
-    ) -> tuple[list[int], str]:
+    ) -> tuple[list[int], _TextDecoder, str]:
+        """The completion's ids, their decoded text (all but a final end token) and why it ended."""
         started = time.monotonic()
         text = _TextDecoder(self.tok, self.specials)
         stream = _Streamer(sink, thinking)
@@ -413,13 +412,15 @@ class LocalProvider:
         stats.generated = len(ids)
         stats.decode_s = time.monotonic() - started
         stats.finish = finish
-        return ids, finish
+        return ids, text, finish
 
-    def _reply(self, ids: list[int], finish: str, thinking: bool, stats: TurnStats) -> Reply:
+    def _reply(
+        self, ids: list[int], text: _TextDecoder, finish: str, thinking: bool, stats: TurnStats
+    ) -> Reply:
+        # the end token, produced (decoding stopped before decoding it) or implied: the format
+        # requires it after every completion
         completion = list(ids) if ids and ids[-1] == self.eos_id else [*ids, self.eos_id]
-        text = _TextDecoder(self.tok, self.specials)
-        for t in completion:
-            text.add(t)
+        text.add(self.eos_id)
         parsed = parse_completion(
             text.text, thinking=thinking, new_id=self._new_call_id, markup=text.markup
         )
@@ -493,11 +494,11 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
     step = 4096
-    while i < n and a[i : i + step] == b[i : i + step]:  # compare in slices: fast in CPython
+    # whole slices first (fast in CPython): a[:i] == b[:i] holds throughout, and the first
+    # difference lies in the slice that stopped the loop
+    while i < n and a[i : i + step] == b[i : i + step]:
         i += step
     i = min(i, n)
-    while i > 0 and a[:i] != b[:i]:
-        i -= 1
     while i < n and a[i] == b[i]:
         i += 1
     return i

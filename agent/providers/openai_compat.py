@@ -35,7 +35,7 @@ import httpx
 from httpx_sse import EventSource
 
 from agent import __version__
-from agent.config import Prices, Secret, Settings
+from agent.config import FREE, HEADER_SAFE, Prices, Secret, Settings
 from agent.errors import ConfigError, ProviderError
 from agent.providers.base import (
     AuthError,
@@ -269,7 +269,7 @@ class OpenAICompatProvider:
         self.name = name
         self.model = model
         self.base_url = base_url.rstrip("/")
-        if api_key is not None and not re.fullmatch(r"[\x21-\x7e]+", api_key.reveal()):
+        if api_key is not None and not HEADER_SAFE.fullmatch(api_key.reveal()):
             # httpx would refuse the header and quote it, key included, in its error message.
             raise ConfigError(
                 f"the {name} API key ({key_source or 'as configured'}) contains spaces, control or "
@@ -279,7 +279,7 @@ class OpenAICompatProvider:
         self.api_key_env = api_key_env
         self.key_source = key_source
         self.key_withheld = key_withheld
-        self.prices = prices or Prices(0.0, 0.0, 0.0)
+        self.prices = prices or FREE
         self.thinking = thinking
         self.reasoning_effort = reasoning_effort
         self.max_output_tokens = max_output_tokens
@@ -495,7 +495,7 @@ class OpenAICompatProvider:
             with self._client.stream(
                 "POST", url, content=data, headers=self._headers(stream)
             ) as resp:
-                if resp.status_code >= 400 or 300 <= resp.status_code < 400:
+                if resp.status_code >= 300:  # an error, or a redirect (not followed)
                     resp.read()
                     raise self._http_error(resp)
                 ctype = resp.headers.get("content-type", "")

@@ -17,10 +17,8 @@ from typing import Protocol
 
 import torch
 
+from agent.providers.dsml import PARAM_CLOSE, PARAM_OPEN
 from agent.providers.v4_format import DSML
-
-PARAM_OPEN = f"<{DSML}parameter"
-PARAM_CLOSE = f"</{DSML}parameter>"
 
 
 @dataclass(frozen=True)

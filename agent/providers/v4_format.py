@@ -20,7 +20,6 @@ earlier local completion produced, reused verbatim so the prompt matches the liv
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -170,9 +169,9 @@ def dsml_tool_calls(calls: Sequence[tuple[str, str]]) -> list[Piece]:
 
 
 def _merge_tool_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Changes the user messages it is given (render() passes its own copies)."""
     merged: list[dict[str, Any]] = []
     for msg in messages:
-        msg = copy.copy(msg)
         role = msg.get("role")
         last = merged[-1] if merged else None
         joinable = last is not None and last.get("role") == "user" and "_blocks" in last
@@ -184,7 +183,7 @@ def _merge_tool_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, A
                 merged.append({"role": "user", "_blocks": [block]})
         elif role == "user":
             block = ("text", "", _text_of(msg.get("content")))
-            if joinable and last.get("task") is None:
+            if joinable:  # (render() refused `task` messages, which the reference keeps apart)
                 last["_blocks"].append(block)
             else:
                 msg["_blocks"] = [block]

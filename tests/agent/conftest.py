@@ -42,16 +42,22 @@ def stdlib_source(rel: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-@pytest.fixture
-def colorconv_repo(make_git_repo) -> Path:
-    """A git repo: colorconv.py (the stdlib's colorsys, with a planted bug) + its real tests."""
+def colorconv_sources() -> tuple[str, str]:
+    """colorconv.py (the stdlib's colorsys, with the planted bug) and its real tests."""
     module = stdlib_source("colorsys.py")
     tests = stdlib_source("test/test_colorsys.py")
     assert module.count(BUG_LINE) == 1
     tests = tests.replace("import colorsys\n", "import colorconv as colorsys\n", 1)
+    return module.replace(BUG_LINE, PLANTED), tests
+
+
+@pytest.fixture
+def colorconv_repo(make_git_repo) -> Path:
+    """A git repo: colorconv.py (the stdlib's colorsys, with a planted bug) + its real tests."""
+    module, tests = colorconv_sources()
     root = make_git_repo(
         {
-            "colorconv.py": module.replace(BUG_LINE, PLANTED),
+            "colorconv.py": module,
             "test_colorconv.py": tests,
             "README.md": "# colorconv\n\nColour space conversions (a copy of the stdlib's colorsys).\n",
             "notes.txt": "user notes\n",
@@ -108,5 +114,6 @@ def assert_append_only(requests: list[Any]) -> None:
         assert len(cur) >= len(prev)
 
 
-def head_files(root: Path) -> str:
-    return git(root, "show", "--name-only", "--format=", "HEAD")
+def changed_lines(patch: str) -> list[str]:
+    """The removed and added lines of a unified diff (without its ---/+++ headers)."""
+    return [ln for ln in patch.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]

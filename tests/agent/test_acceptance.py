@@ -17,6 +17,7 @@ from tests.agent.conftest import (
     PLANTED,
     TEST_CMD,
     assert_append_only,
+    changed_lines,
     git_state,
     tree_state,
 )
@@ -156,10 +157,7 @@ def test_2_fix_repairs_the_planted_bug_writes_the_patch_and_undo_restores(
     expected = re.sub(r"(?m)^index .*\n", "", expected)
     expected = re.sub(r"(?m)^(@@ [^@]* @@).*$", r"\1", expected)
     assert patch == expected
-    assert [ln for ln in patch.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")] == [
-        "-" + PLANTED.rstrip("\n"),
-        "+" + FIXED.rstrip("\n"),
-    ]
+    assert changed_lines(patch) == ["-" + PLANTED.rstrip("\n"), "+" + FIXED.rstrip("\n")]
     assert (colorconv_repo / "notes.txt").read_text() == "user notes\nwork in progress\n"
     after = tree_state(colorconv_repo)
     assert {k for k in after if after[k] != before.get(k)} == {"colorconv.py"}
@@ -243,25 +241,18 @@ def test_4_a_model_that_never_fixes_it_exits_3_and_undo_restores_its_last_attemp
     colorconv_repo: Path,
 ):
     before = tree_state(colorconv_repo)
+    # Each attempt edits the previous one: the planted line, then "# attempt 1" -> "# attempt 2".
     attempts = [
         call(
             "edit_file",
             {
                 "path": "colorconv.py",
-                "old_string": PLANTED.strip(),
-                "new_string": PLANTED.strip() + f"  # attempt {n}",
+                "old_string": PLANTED.strip() + old,
+                "new_string": PLANTED.strip() + new,
             },
         )
-        for n in (1, 2)
+        for old, new in (("", "  # attempt 1"), ("  # attempt 1", "  # attempt 2"))
     ]
-    attempts[1] = call(
-        "edit_file",
-        {
-            "path": "colorconv.py",
-            "old_string": PLANTED.strip() + "  # attempt 1",
-            "new_string": PLANTED.strip() + "  # attempt 2",
-        },
-    )
     scenario = Scenario(
         [
             Turn.tool_calls([attempts[0]], text=PLAN),

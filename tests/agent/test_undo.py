@@ -113,10 +113,7 @@ def test_plain_directory_gets_a_shadow_snapshot_and_undo(tmp_path: Path):
     _edit(tracker, "a.txt", b"gamma\n")
     _edit(tracker, "b.txt", b"new\n")
     assert tracker.snapshot is not None and tracker.snapshot.shadow
-    assert tracker.snapshot.original("a.txt") == (
-        b"alpha\r\nbeta",
-        tracker.snapshot.original("a.txt")[1],
-    )
+    assert tracker.snapshot.original("a.txt") == (b"alpha\r\nbeta", 0o100644)
     assert not (root / ".git").exists()  # the user's directory never becomes a repository
     tracker.finalize()
     undo_last(root)

@@ -16,16 +16,16 @@ import pytest
 
 from agent.transcript import read_transcript
 from tests.agent.conftest import (
-    BUG_LINE,
     FIX_CALL,
     FIXED,
     OPENAI,
     PLANTED,
     PY,
     TEST_CMD,
+    changed_lines,
+    colorconv_sources,
     git_state,
     modes,
-    stdlib_source,
     tree_state,
 )
 from tests.conftest import git
@@ -56,11 +56,7 @@ def test_dirty_index_and_edits_in_the_fixed_file_survive_fix_undo_fix_undo(color
         result = run.json()
         assert result["changed_files"] == ["colorconv.py"]
         # The patch is the fix alone, not the user's uncommitted edits of the same file.
-        changed = [
-            ln
-            for ln in result["patch"].splitlines()
-            if ln[:1] in "+-" and ln[:3] not in ("+++", "---")
-        ]
+        changed = changed_lines(result["patch"])
         assert changed == ["-" + PLANTED.rstrip("\n"), "+" + FIXED.rstrip("\n")]
         text = module.read_text()
         assert FIXED in text and "This module provides" in text and "1.0 / 6.0" in text
@@ -79,10 +75,7 @@ def test_dirty_index_and_edits_in_the_fixed_file_survive_fix_undo_fix_undo(color
 
 
 def _subdir_repo(make_git_repo) -> Path:
-    module = stdlib_source("colorsys.py").replace(BUG_LINE, PLANTED)
-    tests = stdlib_source("test/test_colorsys.py").replace(
-        "import colorsys\n", "import colorconv as colorsys\n", 1
-    )
+    module, tests = colorconv_sources()
     top = make_git_repo(
         {
             "README.md": "top-level readme\n",
@@ -179,10 +172,7 @@ def test_commands_that_delete_rename_chmod_and_rewrite_binaries_in_a_subdirector
 
 
 def test_a_repository_without_commits(make_git_repo):
-    module = stdlib_source("colorsys.py").replace(BUG_LINE, PLANTED)
-    tests = stdlib_source("test/test_colorsys.py").replace(
-        "import colorsys\n", "import colorconv as colorsys\n", 1
-    )
+    module, tests = colorconv_sources()
     root = make_git_repo(
         {"colorconv.py": module, "test_colorconv.py": tests, ".gitignore": "__pycache__/\n"},
         commit=False,

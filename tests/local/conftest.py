@@ -11,20 +11,15 @@ from tests.support.cli import v4code
 from tests.support.threads import torch_threads
 
 GOLDEN = Path(__file__).parent / "golden"
-
-
-def load_tokenizer():
-    """The V4 tokenizer the provider uses (packaged tokenizer.json)."""
-    from agent import tokenizer
-
-    if hasattr(tokenizer, "load_tokenizer"):
-        return tokenizer.load_tokenizer(None)
-    return tokenizer.get_tokenizer()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
 def tok():
-    return load_tokenizer()
+    """The V4 tokenizer the provider uses (packaged tokenizer.json)."""
+    from agent.tokenizer import load_tokenizer
+
+    return load_tokenizer(None)
 
 
 def golden_cases() -> list[str]:
@@ -51,9 +46,6 @@ def tiny_engine():
 
     with torch_threads(1):
         return build_engine(preset("tiny"), device="cpu", seed=0)
-
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")

@@ -192,7 +192,6 @@ def test_markup_spelled_by_ordinary_tokens_is_text():
     reasoning = "It mentions </think> too."
     text = reasoning + "</think>" + quoted + call + EOS
     # everything the model wrote as ordinary tokens is masked; the real tags are not
-    literal_end = len(reasoning)
     markup = (
         mask_literal(reasoning)
         + "</think>"
@@ -200,7 +199,7 @@ def test_markup_spelled_by_ordinary_tokens_is_text():
         + call.replace(quoted, mask_literal(quoted))
         + EOS
     )
-    assert len(markup) == len(text) and literal_end > 0
+    assert len(markup) == len(text)
     done = parse_completion(text, thinking=True, markup=markup)
     assert done.reasoning == reasoning and done.content == quoted and not done.problems
     [c] = done.tool_calls

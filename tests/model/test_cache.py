@@ -169,7 +169,11 @@ def test_v4_flash_cache_at_1m_tokens_is_really_allocated():
     cache = Cache(config, n, torch.device("cpu"), torch.bfloat16)
     grown = (_vm_kb("VmSize") - before) * 1024
     want = pools + window
-    assert all(t.dtype == torch.bfloat16 for layer in cache.layers for t in (layer.window,))
+    assert all(
+        t.dtype == torch.bfloat16
+        for layer in cache.layers
+        for t in (layer.window, *(s.pool for s in layer.states().values()))
+    )
     assert abs(grown - want) / want < 0.02, (grown, want)
     assert abs(cache.nbytes() - want) / want < 0.02
     # what the 2 % covers: the compressors' fp32 tails and overlap rows (11 MiB)

@@ -77,8 +77,7 @@ def models(tmp_path_factory):
     cache = {}
 
     def get(name: str):
-        key = name
-        if key not in cache:
+        if name not in cache:
             kw = dict(CONFIGS[name])
             seq, seed = kw.pop("seq"), kw.pop("seed", 0)
             ref = hf_model(hf_config(**kw), seed)
@@ -94,8 +93,8 @@ def models(tmp_path_factory):
             assert reference_ties(ref, ids) == 0, (
                 "reference has (near-)ties at a top-k boundary for this seed: pick another"
             )
-            cache[key] = (ref, engine, ids, hf_logits(ref, ids))
-        return cache[key]
+            cache[name] = (ref, engine, ids, hf_logits(ref, ids))
+        return cache[name]
 
     return get
 

@@ -227,13 +227,12 @@ class Fault:
     def rate_limit(
         cls, retry_after: float | str | None = 1, *, headers: dict[str, str] | None = None
     ) -> Fault:
-        return cls(
-            "status",
-            status=429,
-            message="Rate limit reached. Please retry later.",
+        return cls.status_(
+            429,
+            "Rate limit reached. Please retry later.",
             retry_after=retry_after,
             error_type="rate_limit_error",
-            headers=dict(headers or {}),
+            headers=headers,
         )
 
     @classmethod
@@ -244,13 +243,12 @@ class Fault:
         retry_after: float | str | None = None,
         headers: dict[str, str] | None = None,
     ) -> Fault:
-        return cls(
-            "status",
-            status=status,
-            message=f"scripted upstream failure ({status})",
+        return cls.status_(
+            status,
+            f"scripted upstream failure ({status})",
             retry_after=retry_after,
             error_type="server_error",
-            headers=dict(headers or {}),
+            headers=headers,
         )
 
     @classmethod
@@ -877,13 +875,14 @@ class _Handler(BaseHTTPRequestHandler):
         completion = fault.completion_tokens or int(req.body.get("max_tokens") or 0)
         total = prompt + completion
         limit = fault.limit
+        # DeepSeek and vLLM/SGLang word it alike; they differ in the error type and code.
+        split_msg = (
+            f"This model's maximum context length is {limit} tokens. However, you requested "
+            f"{total} tokens ({prompt} in the messages, {completion} in the completion). "
+            "Please reduce the length of the messages or completion."
+        )
         if fault.style == "vllm":
-            msg = (
-                f"This model's maximum context length is {limit} tokens. However, you requested "
-                f"{total} tokens ({prompt} in the messages, {completion} in the completion). "
-                "Please reduce the length of the messages or completion."
-            )
-            return self._send_error(req, 400, msg, "BadRequestError", code=400)
+            return self._send_error(req, 400, split_msg, "BadRequestError", code=400)
         if fault.style == "openai":
             msg = (
                 f"This model's maximum context length is {limit} tokens. However, your messages "
@@ -902,12 +901,7 @@ class _Handler(BaseHTTPRequestHandler):
                 n_prompt_tokens=prompt,
                 n_ctx=limit,
             )
-        msg = (
-            f"This model's maximum context length is {limit} tokens. However, you requested {total} "
-            f"tokens ({prompt} in the messages, {completion} in the completion). Please reduce the "
-            "length of the messages or completion."
-        )
-        return self._send_error(req, 400, msg, "invalid_request_error")
+        return self._send_error(req, 400, split_msg, "invalid_request_error")
 
     # -- answering a turn
     def _usage(
@@ -916,12 +910,12 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server_state
         style = state.scenario.usage
         prompt, cached = state._prompt_usage(req.body)
+        reasoning_tokens = state._tokens(turn.reasoning)
         completion = (
             state._tokens(turn.text)
-            + state._tokens(turn.reasoning)
+            + reasoning_tokens
             + sum(state._tokens(c["function"]["name"] + c["function"]["arguments"]) for c in calls)
         )
-        reasoning_tokens = state._tokens(turn.reasoning)
         if turn.usage:
             prompt = turn.usage.get("prompt_tokens", prompt)
             cached = turn.usage.get("cached_tokens", cached)
