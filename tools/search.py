@@ -17,7 +17,7 @@ from tools.base import Observation, Tool, ToolError
 from tools.globs import compile_glob
 from tools.paths import resolve_repo_path
 from tools.repo import not_found_message, secret_reason, under, visible_files
-from tools.textfile import decode_bytes, is_binary
+from tools.textfile import decode_bytes, has_wide_bom, is_binary
 
 MAX_RESULTS = 100  # matching lines shown in total
 MAX_PER_FILE = 20  # ... and per file, so one noisy file cannot hide the others
@@ -76,7 +76,7 @@ def search_files(
 def _may_hold_otherwise(data: bytes, pattern: str) -> bool:
     """Whether a file without the pattern's UTF-8 bytes could still contain it once decoded:
     UTF-16/32 files, and legacy 8-bit files when the pattern is not plain ASCII."""
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+    if has_wide_bom(data):
         return True
     if pattern.isascii():
         return False

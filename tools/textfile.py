@@ -46,10 +46,15 @@ class BinaryFileError(Exception):
     pass
 
 
+def has_wide_bom(data: bytes) -> bool:
+    """Whether `data` starts with a UTF-16 or UTF-32 byte-order mark (either byte order)."""
+    return any(data.startswith(bom) for bom, _ in _BOMS[1:])
+
+
 def is_binary(data: bytes) -> bool:
     """NUL bytes in the first 8 KiB mean binary, unless a UTF-16/32 BOM explains them."""
     head = data[:_SNIFF_BYTES]
-    if any(head.startswith(bom) for bom, _ in _BOMS[1:]):
+    if has_wide_bom(head):
         return False
     return b"\x00" in head
 

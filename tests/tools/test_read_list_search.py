@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
+
+import pytest
 
 from tools import read_file as read_file_module
 from tools.search import MAX_PER_FILE, MAX_RESULTS
@@ -185,6 +188,17 @@ def test_search_finds_text_in_non_utf8_files(repo: Path, toolbox):
     (repo / "legacy.txt").write_bytes("prix: 5€ café\n".encode("cp1252"))
     obs = toolbox(repo)("search", pattern="café")
     assert obs.text.split("\n")[1:] == ["legacy.txt:1: prix: 5€ café"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+@pytest.mark.parametrize("regex", [False, True])
+def test_search_finds_text_in_utf16_and_utf32_files(repo: Path, toolbox, encoding, regex):
+    bom = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}.get(
+        encoding, codecs.BOM_UTF32_LE if encoding == "utf-32-le" else codecs.BOM_UTF32_BE
+    )
+    (repo / "wide.txt").write_bytes(bom + "first\nneedle_here = 1\n".encode(encoding))
+    obs = toolbox(repo)("search", pattern="needle_here", regex=regex)
+    assert obs.text.split("\n")[1:] == ["wide.txt:2: needle_here = 1"]
 
 
 def test_read_only_tools_never_write(repo: Path, toolbox):
