@@ -42,7 +42,10 @@ from agent.providers.dsml import BLOCK_CLOSE, BLOCK_OPEN, MASK, mask_literal, pa
 from agent.providers.kvstore import DEFAULT_MAX_BYTES, KVStore
 from agent.providers.sampling import LogitsProcessor, Sampler, SamplingParams, in_dsml_syntax
 
-COMPLETE_OPTIONS = base.COMPLETE_OPTIONS | {"min_p"}  # the engine samples with min_p too
+# The engine samples with min_p too; a server's request shaping (`response_format`, `extra_body`)
+# has no meaning here, so it is refused rather than silently ignored. `stream` is accepted: the
+# reply is the same either way (tokens go to `stream_to` when one is given).
+COMPLETE_OPTIONS = (base.COMPLETE_OPTIONS - {"response_format", "extra_body"}) | {"min_p"}
 DEFAULT_MAX_OUTPUT = 4096
 PREFILL_CHUNK = 2048
 MIN_STORED_PREFIX = 1024  # shorter prefixes prefill faster than a disk round trip pays off

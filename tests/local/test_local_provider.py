@@ -264,6 +264,9 @@ def test_unknown_option_is_refused(tiny_engine, tok):
     provider, _ = _provider(tiny_engine, tok, None, [])
     with pytest.raises(TypeError, match="nonsense"):
         provider.complete(_conversation(), TOOLS, nonsense=1)
+    for server_only in ({"response_format": {"type": "json_object"}}, {"extra_body": {"k": 1}}):
+        with pytest.raises(TypeError, match="unknown provider option"):
+            provider.complete(_conversation(), TOOLS, **server_only)
     assert provider.cost(Usage(10, 5, 3)) == 0.0
 
 
