@@ -62,16 +62,17 @@ def run_ask(
     limits = limits or Limits(max_turns=DEFAULT_ASK_TURNS)
     if not question.strip() and not (stdin_text or "").strip():
         raise UsageError("empty question: pass a question, or pipe text to standard input")
+    question = question.strip() or "Review the text below."
     task = prompts.render(
         "task_ask",
-        question=question.strip() or "Review the text below.",
+        question=question,
         stdin=prompts.render("stdin", text=stdin_text.rstrip("\n")) if stdin_text else "",
     )
     run = Run(setup, "ask", tool_kind="ask")
     result = AskResult()
     try:
         run.pack_prompt(prompts.load("system_ask"), task)
-        agent = run.make_agent(AskAgent, limits, question=question or "Review the text below.")
+        agent = run.make_agent(AskAgent, limits, question=question)
         stop = run.drive(agent)
         result.answer = agent.answer
         if stop.kind == "done":

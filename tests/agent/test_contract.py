@@ -166,6 +166,20 @@ def test_options_and_stdin_reach_the_run(colorconv_repo):
     assert result["status"] == "ok" and result["changed_files"] == ["colorconv.py"]
 
 
+def test_a_blank_question_with_piped_text_reviews_the_text(colorconv_repo):
+    # The reminder after a tool call restates the question; a blank one means "review the text".
+    steps = [
+        Turn.tool_calls([call("list_files", {})], expect=["Review the text below."]),
+        Turn.text("`colorconv.py:1` is fine.", expect=["The question: Review the text below."]),
+    ]
+    with ScriptedServer(Scenario(steps)) as srv:
+        run = v4code(
+            "ask", "   ", *OPENAI, cwd=colorconv_repo, server=srv, stdin="diff --git a b\n"
+        )
+        srv.assert_done()
+    assert run.returncode == 0, run.stderr
+
+
 def test_commands_need_yes_without_a_terminal(colorconv_repo):
     touch = call("run_command", {"command": "touch made_by_a_command.txt"})
     steps = [
