@@ -48,17 +48,3 @@ class ProviderError(V4CodeError):
 
     exit_code = ExitCode.PROVIDER
     status = "provider_error"
-
-
-class LimitReached(V4CodeError):
-    """A turn, cost or time limit stopped the run."""
-
-    exit_code = ExitCode.LIMIT
-    status = "limit_reached"
-
-
-class TestsStillFailing(V4CodeError):
-    exit_code = ExitCode.TESTS_FAILING
-    status = "tests_failing"
-
-    __test__ = False  # not a pytest test class

@@ -50,9 +50,3 @@ def print_json(obj: Any) -> None:
     """One JSON document on stdout, newline-terminated."""
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
     sys.stdout.flush()
-
-
-def print_jsonl(obj: Any) -> None:
-    """One JSON event on one line on stdout, flushed at once (for pipelines)."""
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
