@@ -51,16 +51,18 @@ class EditFile(Tool):
             )
         require_regular_file(target)
         raw = target.abs.read_bytes()
-        secret = secret_reason(target.rel, raw)
+        try:
+            original: TextFile | None = decode_bytes(raw)
+        except BinaryFileError:
+            original = None
+        secret = secret_reason(target.rel, raw, original.text if original else None)
         if secret is not None:
             raise ToolError(
                 f"{target.rel} looks like it holds secrets ({secret}); edit_file does not touch it "
                 "(its content would be shown to the model); use write_file to replace it whole"
             )
-        try:
-            original = decode_bytes(raw)
-        except BinaryFileError:
-            raise ToolError(f"{target.rel} is a binary file; edit_file only edits text") from None
+        if original is None:
+            raise ToolError(f"{target.rel} is a binary file; edit_file only edits text")
 
         outcome = apply_edit(
             original.text,

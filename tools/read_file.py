@@ -13,7 +13,6 @@ PAGE_LINES = 1000  # a page: at most this many lines ...
 PAGE_CHARS = 60_000  # ... and about this many characters
 MAX_LINE_CHARS = 2_000  # longer lines (minified code, data) are cut
 MAX_FILE_BYTES = 50 * 1024 * 1024
-SECRET_SCAN_BYTES = 65536  # the head of the file that is checked for auth tokens
 
 
 def number_lines(lines: list[str], first: int) -> str:
@@ -53,18 +52,20 @@ class ReadFile(Tool):
                 "lines you need"
             )
         raw = target.abs.read_bytes()
-        secret = secret_reason(target.rel, raw[:SECRET_SCAN_BYTES])
+        try:
+            text_file = decode_bytes(raw)
+        except BinaryFileError:
+            text_file = None
+        secret = secret_reason(target.rel, raw, text_file.text if text_file else None)
         if secret is not None:
             raise ToolError(
                 f"{target.rel} looks like it holds secrets ({secret}); its content is not shown "
                 "to the model. Ask the user for the non-secret values you need"
             )
-        try:
-            text_file = decode_bytes(raw)
-        except BinaryFileError:
+        if text_file is None:
             raise ToolError(
                 f"{target.rel} is a binary file ({size:,} bytes); it cannot be shown as text"
-            ) from None
+            )
 
         lines = text_file.text.replace("\r\n", "\n").split("\n")
         if lines[-1] == "":

@@ -11,23 +11,33 @@ import re
 from pathlib import Path, PurePosixPath
 
 from agent.context import RepoFiles, rules
+from tools.textfile import decode_bytes, is_binary
 
 
-def secret_reason(rel: str, data: bytes | None = None) -> str | None:
+def secret_reason(rel: str, data: bytes | None = None, text: str | None = None) -> str | None:
     """Why the context engine would keep this file's content from the model (None: it would not).
 
-    The same rules as the packed prompt, so a tool cannot hand the model what packing held back.
-    Git's own config is not packed at all, but read_file can reach it: a remote URL with a
-    token in it (`https://user:ghp_…@github.com/…`) keeps it from the model too."""
+    The same rules as the packed prompt, so a tool cannot hand the model what packing held back:
+    secret names, then (given the content: `data`, and its decoded `text` when the caller has it)
+    auth tokens in `.npmrc`-like files and the content rules of `agent.context.secrets`. Git's own
+    config is not packed at all, but read_file can reach it: a remote URL with a token in it
+    (`https://user:ghp_…@github.com/…`) keeps it from the model too."""
     reason = rules.secret_name_rule(rel)
-    if reason is None and data is not None and rules.token_config_file(rel):
-        if rules.has_auth_token_line(data.decode("utf-8", errors="replace")):
-            reason = "configuration file with an auth token"
+    if reason is not None or data is None:
+        return reason
+    if text is None:
+        if is_binary(data):
+            return None
+        text = decode_bytes(data).text
+    if rules.token_config_file(rel) and rules.has_auth_token_line(text):
+        return "configuration file with an auth token"
     parts = PurePosixPath(rel).parts
-    if reason is None and data is not None and len(parts) >= 2 and parts[-2:] == (".git", "config"):
-        if _URL_WITH_CREDENTIALS.search(data.decode("utf-8", errors="replace")):
-            reason = "git config with credentials in a remote URL"
-    return reason
+    if len(parts) >= 2 and parts[-2:] == (".git", "config") and _URL_WITH_CREDENTIALS.search(text):
+        return "git config with credentials in a remote URL"
+    from agent.context.secrets import scan
+
+    rule = scan(text)
+    return f"{rule} (by content)" if rule else None
 
 
 # user:password@, or a bare token (long userinfo) as in https://ghp_…@github.com; not ssh://git@.

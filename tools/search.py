@@ -54,14 +54,14 @@ def search_files(
         result.files_searched += 1
         if needle is not None and needle not in data and not _may_hold_otherwise(data, pattern):
             continue
-        if is_binary(data) or secret_reason(rel, data) is not None:
+        if is_binary(data):
             continue
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             text = decode_bytes(data).text  # not binary (checked above), so it always decodes
         hits = _matching_lines(compiled, text)
-        if not hits:
+        if not hits or secret_reason(rel, data, text) is not None:  # scanned only when it matters
             continue
         result.matched_files += 1
         result.matched_lines += len(hits)

@@ -201,6 +201,24 @@ def test_search_finds_text_in_utf16_and_utf32_files(repo: Path, toolbox, encodin
     assert obs.text.split("\n")[1:] == ["wide.txt:2: needle_here = 1"]
 
 
+def test_files_the_pack_holds_back_by_content_are_not_shown_either(repo: Path, toolbox):
+    # A planted cloud key (the packer's content rules), deep in a large file, and a clean twin.
+    key = "AKIA" + "Q7RZ2MX4WB9KD3HN"
+    body = "".join(f"VALUE_{i} = {i}\n" for i in range(8000))  # ~100 KB: past any head-only check
+    (repo / "settings.py").write_text(body + f"aws_id = '{key}'\n")
+    (repo / "clean.py").write_text(body)
+    tools = toolbox(repo)
+    obs = tools("read_file", path="settings.py")
+    assert not obs.ok and "looks like it holds secrets" in obs.text and key not in obs.text
+    assert tools("read_file", path="clean.py").ok
+    obs = tools("edit_file", path="settings.py", old_string="VALUE_1 = 1\n", new_string="")
+    assert not obs.ok and key not in obs.text
+    assert key in (repo / "settings.py").read_text()
+    obs = tools("search", pattern="VALUE_7999 ")
+    assert obs.text.split("\n")[1:] == ["clean.py:8000: VALUE_7999 = 7999"]
+    assert tools("search", pattern="AKIA").data["matched_lines"] == 0
+
+
 def test_read_only_tools_never_write(repo: Path, toolbox):
     before = {p: p.stat().st_mtime_ns for p in repo.rglob("*") if ".git" not in p.parts}
     tools = toolbox(repo)
