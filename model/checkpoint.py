@@ -18,7 +18,6 @@ mapping and are dequantised when a token selects them, so V4-Flash needs RAM (or
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 
 import torch
 
+from model import info
 from model.config import ModelConfig
 from model.info import find_config
 from model.quant import dequant_fp8
@@ -89,20 +89,16 @@ class ShardFile:
 
 
 def checkpoint_files(path: Path) -> list[Path]:
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{index}: malformed index ({exc})") from None
-        files = [path / n for n in sorted(set(weight_map.values()))]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise CheckpointError(
-                f"{path}: shards listed in the index are missing: {', '.join(missing[:5])}"
-            )
-        return files
-    files = sorted(path.glob("*.safetensors"))
+    """The shards to load (`model.info.checkpoint_files`), each present, at least one."""
+    try:
+        files = info.checkpoint_files(path)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{path}: shards listed in the index are missing: {', '.join(missing[:5])}"
+        )
     if not files:
         raise CheckpointError(f"{path}: no *.safetensors files")
     return files

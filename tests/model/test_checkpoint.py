@@ -203,6 +203,14 @@ def test_missing_shard(copy_of):
         load_model(path, device="cpu")
 
 
+@pytest.mark.parametrize("index", [b"{not json", b'{"weight_map": []}', b'{"other": {}}'])
+def test_malformed_index(copy_of, index):
+    path = copy_of()
+    (path / "model.safetensors.index.json").write_bytes(index)
+    with pytest.raises(CheckpointError, match="not a valid safetensors index"):
+        load_model(path, device="cpu")
+
+
 def test_truncated_shard(copy_of):
     path = copy_of()
     f = path / "model-00001-of-00003.safetensors"
